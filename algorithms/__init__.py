@@ -1,0 +1,1 @@
+"""One file per algorithm; each registers itself with `algorithms.core.registry.register`."""

@@ -1,0 +1,1 @@
+"""The shared core every algorithm builds on: contract, registry, nets, data, normalization."""

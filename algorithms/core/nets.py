@@ -1,0 +1,88 @@
+"""Network builders shared by every algorithm: MLPs, Q ensembles, actors, Polyak averaging."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+
+def mlp(in_dim: int, out_dim: int, hidden: Sequence[int] = (256, 256),
+        activation: type[nn.Module] = nn.ReLU, output_activation: type[nn.Module] | None = None,
+        dropout: float = 0.0) -> nn.Sequential:
+    """in -> hidden... -> out, with `activation` (and optional dropout) after each hidden layer."""
+    layers: list[nn.Module] = []
+    dims = [in_dim, *hidden]
+    for a, b in zip(dims[:-1], dims[1:]):
+        layers += [nn.Linear(a, b), activation()]
+        if dropout > 0:
+            layers.append(nn.Dropout(dropout))
+    layers.append(nn.Linear(dims[-1], out_dim))
+    if output_activation is not None:
+        layers.append(output_activation())
+    return nn.Sequential(*layers)
+
+
+class VectorizedLinear(nn.Module):
+    """`n` independent linear layers applied as one batched matmul: x (n, B, in) -> (n, B, out).
+
+    Initialized exactly like `n` separate `nn.Linear` layers (uniform +-1/sqrt(in)).
+    """
+
+    def __init__(self, in_dim: int, out_dim: int, n: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(n, in_dim, out_dim))
+        self.bias = nn.Parameter(torch.empty(n, 1, out_dim))
+        bound = 1.0 / math.sqrt(in_dim)
+        nn.init.uniform_(self.weight, -bound, bound)
+        nn.init.uniform_(self.bias, -bound, bound)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.baddbmm(self.bias, x, self.weight)
+
+
+class EnsembleQ(nn.Module):
+    """`n` independent Q(s, a) MLPs evaluated in one pass; returns (n, B).
+
+    Numerically these are `n` separate critics (as TD3's twin critics); they share no parameters.
+    """
+
+    def __init__(self, obs_dim: int, act_dim: int, hidden: Sequence[int] = (256, 256), n: int = 2,
+                 activation: type[nn.Module] = nn.ReLU) -> None:
+        super().__init__()
+        self.n = n
+        dims = [obs_dim + act_dim, *hidden]
+        layers: list[nn.Module] = []
+        for a, b in zip(dims[:-1], dims[1:]):
+            layers += [VectorizedLinear(a, b, n), activation()]
+        layers.append(VectorizedLinear(dims[-1], 1, n))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, obs: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
+        x = torch.cat([obs, act], dim=-1)
+        if x.dim() == 2:
+            x = x.unsqueeze(0).expand(self.n, -1, -1)
+        return self.net(x).squeeze(-1)
+
+
+class DeterministicActor(nn.Module):
+    """s -> max_action * tanh(MLP(s)), the TD3-family actor."""
+
+    def __init__(self, obs_dim: int, act_dim: int, max_action: float, hidden: Sequence[int] = (256, 256),
+                 dropout: float = 0.0) -> None:
+        super().__init__()
+        self.net = mlp(obs_dim, act_dim, hidden, output_activation=nn.Tanh, dropout=dropout)
+        self.max_action = max_action
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        return self.max_action * self.net(obs)
+
+
+@torch.no_grad()
+def soft_update(target: nn.Module, source: nn.Module, tau: float) -> None:
+    """target <- (1 - tau) * target + tau * source, in one fused op per parameter list."""
+    t_params = list(target.parameters())
+    s_params = list(source.parameters())
+    torch._foreach_lerp_(t_params, s_params, tau)

@@ -1,0 +1,1 @@
+"""Leaderboard: tables and statistics regenerated from the result records alone."""

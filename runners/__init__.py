@@ -1,0 +1,1 @@
+"""Runners: one run, sweeps and backends, the CLI."""

@@ -1,0 +1,220 @@
+"""The `ctrlbench` command line."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import sys
+import typing
+from pathlib import Path
+from typing import NoReturn
+
+from algorithms.core.errors import CtrlbenchError
+
+
+class _Parser(argparse.ArgumentParser):
+    """Bad usage is one line on stderr and exit code 2, never a traceback or a usage dump."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"ctrlbench: error: {message} (see `{self.prog} --help`)\n")
+
+
+def _add_run_protocol(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--steps", type=int, default=1_000_000, help="gradient updates (default: %(default)s)")
+    p.add_argument("--eval-every", type=int, default=5_000, help="updates between curve evaluations")
+    p.add_argument("--eval-episodes", type=int, default=50, help="episodes of the final evaluation")
+    p.add_argument("--curve-episodes", type=int, default=10, help="episodes of each evaluation during training")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default: auto)")
+    p.add_argument("--results", type=Path, default=Path("results"), help="results directory (default: results)")
+    p.add_argument("--checkpoint-every", type=int, default=10_000, help="updates between resumable checkpoints")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing record of the same run")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _add_algo_fields(parser: argparse.ArgumentParser, algo_cls: type) -> None:
+    from algorithms.core.config import _base_type, field_help
+
+    cfg = algo_cls.Config
+    helps = field_help(cfg)
+    hints = typing.get_type_hints(cfg)
+    group = parser.add_argument_group(f"{algo_cls.name} config (defaults are the paper's)")
+    for f in dataclasses.fields(cfg):
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+        shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
+        text = f"{helps.get(f.name, '')} (default: {shown})".replace("%", "%%")
+        flag = "--" + f.name.replace("_", "-")
+        if _base_type(hints[f.name]) is bool:
+            group.add_argument(flag, dest=f"cfg.{f.name}", action=argparse.BooleanOptionalAction,
+                               default=argparse.SUPPRESS, help=text)
+        else:
+            group.add_argument(flag, dest=f"cfg.{f.name}", default=argparse.SUPPRESS, metavar="V", help=text)
+
+
+def cmd_run(argv: list[str]) -> int:
+    from algorithms.core.config import load_yaml_config
+    from algorithms.core.registry import get_algorithm, load_algo_module
+    from runners.run import RunRequest, execute
+
+    pre = _Parser(prog="ctrlbench run", add_help=False)
+    pre.add_argument("--algo")
+    pre.add_argument("--algo-module", action="append", default=[])
+    known, _ = pre.parse_known_args(argv)
+    for path in known.algo_module:
+        load_algo_module(path)
+    algo_cls = get_algorithm(known.algo) if known.algo else None
+
+    parser = _Parser(prog="ctrlbench run", description="Train one algorithm on one task with one seed.")
+    parser.add_argument("--algo", required=True, help="algorithm name (`ctrlbench list algorithms`)")
+    parser.add_argument("--task", required=True, help="task id (`ctrlbench list tasks`)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--config", type=Path, help="YAML file of algorithm config values")
+    parser.add_argument("--algo-module", action="append", default=[], help="a .py file that registers an algorithm")
+    _add_run_protocol(parser)
+    if algo_cls is not None:
+        _add_algo_fields(parser, algo_cls)
+    args = parser.parse_args(argv)
+    cli_cfg = {k[4:]: v for k, v in vars(args).items() if k.startswith("cfg.")}
+    req = RunRequest(
+        algo=args.algo, task=args.task, seed=args.seed, steps=args.steps, eval_every=args.eval_every,
+        eval_episodes=args.eval_episodes, curve_episodes=args.curve_episodes, device=args.device,
+        results=args.results, checkpoint_every=args.checkpoint_every, overwrite=args.overwrite,
+        progress=False if args.no_progress else None,
+        config_file=load_yaml_config(args.config) if args.config else {}, config_cli=cli_cfg,
+    )
+    record = execute(req)
+    final = record["final"]
+    print(f"{record['run_id']}: final score {final['score_mean']:.1f} +- {final['score_std']:.1f} "
+          f"(return {final['return_mean']:.1f}, {len(final['returns'])} episodes) -> "
+          f"{req.results / 'runs' / (record['run_id'] + '.json')}")
+    return 0
+
+
+def cmd_list(argv: list[str]) -> int:
+    parser = _Parser(prog="ctrlbench list", description="List registered algorithms or tasks.")
+    parser.add_argument("what", choices=["algorithms", "tasks"])
+    parser.add_argument("--algo-module", action="append", default=[])
+    args = parser.parse_args(argv)
+    if args.what == "algorithms":
+        from algorithms.core.registry import available, load_algo_module
+
+        for path in args.algo_module:
+            load_algo_module(path)
+        for name, cls in available().items():
+            doc = ((cls.__module__ and sys.modules[cls.__module__].__doc__) or "").strip().splitlines()
+            print(f"{name:12s} kinds={','.join(cls.kinds):20s} {doc[0] if doc else ''}")
+    else:
+        from tasks.datasets import dataset_exists
+        from tasks.registry import available_tasks
+
+        for tid, t in available_tasks().items():
+            built = "built" if t.dataset_id is None or dataset_exists(t.dataset_id) else "not built"
+            print(f"{tid:28s} kind={t.kind:10s} dataset={t.dataset_id} ({built})")
+    return 0
+
+
+def cmd_leaderboard(argv: list[str]) -> int:
+    from leaderboard.table import write_leaderboard
+
+    parser = _Parser(prog="ctrlbench leaderboard", description="Tables from the result records alone.")
+    parser.add_argument("--results", type=Path, default=Path("results"))
+    parser.add_argument("--out", type=Path, help="output directory (default: <results>)")
+    args = parser.parse_args(argv)
+    markdown, path = write_leaderboard(args.results, args.out or args.results)
+    print(markdown)
+    print(f"\nwritten to {path}")
+    return 0
+
+
+def cmd_datasets(argv: list[str]) -> int:
+    parser = _Parser(prog="ctrlbench datasets", description="Build and inspect Minari datasets.")
+    sub = parser.add_subparsers(dest="action", required=True)
+    build = sub.add_parser("build", help="build a dataset offline")
+    build.add_argument("env", help="smoke")
+    build.add_argument("--overwrite", action="store_true")
+    sub.add_parser("list", help="registered datasets and whether they are built")
+    args = parser.parse_args(argv)
+    from tasks.datasets import dataset_dir, dataset_exists
+    from tasks.registry import available_tasks
+
+    if args.action == "build":
+        if args.env != "smoke":
+            raise CtrlbenchError(f"unknown dataset family '{args.env}'; known: smoke")
+        from tasks import smoke
+
+        if dataset_exists(smoke.DATASET_ID) and not args.overwrite:
+            print(f"{smoke.DATASET_ID} already built at {dataset_dir(smoke.DATASET_ID)}")
+            return 0
+        print(f"built {smoke.build(overwrite=args.overwrite)} at {dataset_dir(smoke.DATASET_ID)}")
+    else:
+        for t in available_tasks().values():
+            if t.dataset_id:
+                state = "built" if dataset_exists(t.dataset_id) else "not built"
+                print(f"{t.dataset_id:40s} {state:10s} {dataset_dir(t.dataset_id)}")
+    return 0
+
+
+def cmd_demo(argv: list[str]) -> int:
+    """The README's first command: build the default task, train BC and TD3+BC briefly, print the table."""
+    from leaderboard.table import write_leaderboard
+    from runners.run import RunRequest, execute
+    from tasks.datasets import dataset_exists
+    from tasks.registry import get_task
+
+    parser = _Parser(prog="ctrlbench demo", description="Build the default task, train BC and TD3+BC, rank.")
+    parser.add_argument("--task", default="smoke-v0")
+    parser.add_argument("--algos", default="bc,td3_bc")
+    parser.add_argument("--seeds", type=int, default=2)
+    parser.add_argument("--steps", type=int, default=5_000)
+    parser.add_argument("--results", type=Path, default=Path("results/demo"))
+    args = parser.parse_args(argv)
+    task = get_task(args.task)
+    if task.dataset_id and not dataset_exists(task.dataset_id):
+        cmd_datasets(task.build_command.split()[2:] if task.build_command else [])
+    for algo in args.algos.split(","):
+        for seed in range(args.seeds):
+            record = execute(RunRequest(algo=algo, task=args.task, seed=seed, steps=args.steps,
+                                        eval_every=max(1, args.steps // 5), eval_episodes=50,
+                                        results=args.results, checkpoint_every=args.steps))
+            print(f"{algo} seed {seed}: final score {record['final']['score_mean']:.1f}")
+    markdown, path = write_leaderboard(args.results, args.results)
+    print("\n" + markdown + f"\n\nwritten to {path}")
+    return 0
+
+
+COMMANDS = {"run": cmd_run, "list": cmd_list, "leaderboard": cmd_leaderboard, "datasets": cmd_datasets,
+            "demo": cmd_demo}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
+        usage = ("usage: ctrlbench {run,list,leaderboard,datasets,demo} ...\n"
+                 "  run          train one algorithm on one task (`ctrlbench run --algo td3_bc --help`)\n"
+                 "  list         list algorithms or tasks\n"
+                 "  leaderboard  tables from the result records\n"
+                 "  datasets     build and list datasets\n"
+                 "  demo         build the default task, train BC and TD3+BC briefly, print the leaderboard\n")
+        if argv and argv[0] not in ("-h", "--help"):
+            sys.stderr.write(f"ctrlbench: error: unknown command '{argv[0]}'; commands: {', '.join(COMMANDS)}\n")
+            return 2
+        sys.stdout.write(usage)
+        return 0 if argv else 2
+    try:
+        return COMMANDS[argv[0]](argv[1:])
+    except CtrlbenchError as e:
+        sys.stderr.write(f"ctrlbench: error: {e}\n")
+        return 1
+    except KeyboardInterrupt:
+        sys.stderr.write("ctrlbench: interrupted; finished records are kept, a restarted run resumes "
+                         "from its last checkpoint\n")
+        return 130
+
+
+def _entry() -> None:  # pragma: no cover
+    os.environ.setdefault("PYTHONWARNINGS", "ignore::DeprecationWarning")
+    sys.exit(main())
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,39 @@
+"""Result records: one JSON file per run under `<results>/runs/`, written atomically."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from algorithms.core.errors import CtrlbenchError
+
+SCHEMA_VERSION = 1
+
+
+def run_id(algo: str, task: str, seed: int, config_hash: str) -> str:
+    return f"{algo}__{task}__s{seed}__{config_hash}"
+
+
+def record_path(results_dir: Path, rid: str) -> Path:
+    return results_dir / "runs" / f"{rid}.json"
+
+
+def checkpoint_path(results_dir: Path, rid: str) -> Path:
+    return results_dir / "checkpoints" / f"{rid}.pt"
+
+
+def load_records(results_dir: str | Path) -> list[dict[str, Any]]:
+    """Every record under `<results>/runs/`, oldest schema first; unreadable files are an error."""
+    runs = Path(results_dir) / "runs"
+    records = []
+    for path in sorted(runs.glob("*.json")) if runs.is_dir() else []:
+        try:
+            record = json.loads(path.read_text())
+        except json.JSONDecodeError as e:
+            raise CtrlbenchError(f"result record {path} is not valid JSON ({e.msg}); remove or restore it") from None
+        if record.get("schema_version") != SCHEMA_VERSION:
+            raise CtrlbenchError(f"result record {path} has schema {record.get('schema_version')}, "
+                                 f"expected {SCHEMA_VERSION}")
+        records.append(record)
+    return records

@@ -1,0 +1,281 @@
+"""One run: algorithm x task x seed. The runner owns the loop; the algorithm owns `update()`.
+
+Protocol (DESIGN.md): evaluate every `eval_every` updates on `curve_episodes` seeded episodes;
+the run's score is the final evaluation on `eval_episodes` episodes after the last update.
+A checkpoint is written atomically every `checkpoint_every` updates; a restarted run resumes
+from it and ends with the same record as an uninterrupted one on CPU.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from algorithms.core.checkpoint import load_checkpoint, save_checkpoint
+from algorithms.core.config import build_config, config_to_dict, stable_hash, task_overrides
+from algorithms.core.contract import AlgoContext, Algorithm
+from algorithms.core.errors import CtrlbenchError
+from algorithms.core.io import atomic_write_json
+from algorithms.core.registry import get_algorithm, overrides_file
+from algorithms.core.seeding import capture_rng_state, restore_rng_state, seed_everything
+from runners.evaluation import CURVE_STREAM, FINAL_STREAM, EvalResult, episode_seeds, evaluate
+from runners.provenance import device_name, git_commit, package_versions
+from runners.records import SCHEMA_VERSION, checkpoint_path, record_path, run_id
+from tasks.datasets import LoadedDataset, load_transitions
+from tasks.registry import TaskSpec, get_task
+
+
+@dataclass
+class RunRequest:
+    algo: str
+    task: str
+    seed: int = 0
+    steps: int = 1_000_000  # gradient updates
+    eval_every: int = 5_000
+    eval_episodes: int = 50  # final evaluation
+    curve_episodes: int = 10  # each evaluation during training
+    device: str = "auto"
+    results: Path = Path("results")
+    checkpoint_every: int = 10_000
+    log_every: int = 1_000  # metrics are synced (and checked for NaN) this often
+    overwrite: bool = False
+    progress: bool | None = None  # None: a bar only on a terminal
+    config_file: dict[str, Any] = field(default_factory=dict)  # values from --config
+    config_cli: dict[str, Any] = field(default_factory=dict)  # values from --field flags
+
+    def validate(self) -> None:
+        for name in ("steps", "eval_every", "eval_episodes", "curve_episodes", "checkpoint_every", "log_every"):
+            value = getattr(self, name)
+            minimum = 0 if name == "steps" else 1
+            if not isinstance(value, int) or value < minimum:
+                raise CtrlbenchError(f"--{name.replace('_', '-')} must be an integer >= {minimum}, got {value}")
+
+
+def resolve_device(requested: str) -> torch.device:
+    if requested == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if requested.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise CtrlbenchError(f"--device {requested} requested but no CUDA GPU is available to torch "
+                                 f"(torch {torch.__version__}); use --device cpu or auto")
+        return torch.device(requested)
+    if requested == "cpu":
+        return torch.device("cpu")
+    raise CtrlbenchError(f"unknown --device {requested!r}; use auto, cpu, cuda or cuda:N")
+
+
+def normalized_score(returns: np.ndarray | float, ref_min: float, ref_max: float) -> np.ndarray:
+    return 100.0 * (np.asarray(returns, dtype=np.float64) - ref_min) / (ref_max - ref_min)
+
+
+def reference_scores(task: TaskSpec, dataset: LoadedDataset | None) -> tuple[float, float]:
+    meta = dataset.metadata if dataset else {}
+    ref_min = task.ref_min_score if task.ref_min_score is not None else meta.get("ref_min_score")
+    ref_max = task.ref_max_score if task.ref_max_score is not None else meta.get("ref_max_score")
+    if ref_min is None or ref_max is None or ref_max == ref_min:
+        raise CtrlbenchError(f"task {task.id} has no usable reference scores (ref_min={ref_min}, "
+                             f"ref_max={ref_max}); rebuild its dataset or set them in the task")
+    return float(ref_min), float(ref_max)
+
+
+@dataclass
+class Prepared:
+    """Everything resolved before training: enough to name the run and build the algorithm."""
+
+    request: RunRequest
+    algo_cls: type[Algorithm]
+    task: TaskSpec
+    config: Any
+    dataset: LoadedDataset | None
+    ref_min: float
+    ref_max: float
+    config_hash: str
+    run_id: str
+    identity: dict[str, Any]
+
+
+def prepare(req: RunRequest) -> Prepared:
+    req.validate()
+    algo_cls = get_algorithm(req.algo)
+    task = get_task(req.task)
+    if task.kind not in algo_cls.kinds:
+        raise CtrlbenchError(f"algorithm {req.algo} supports task kinds {list(algo_cls.kinds)}, "
+                             f"but {task.id} is {task.kind}")
+    config = build_config(algo_cls.Config, task_overrides(overrides_file(algo_cls), task.id),
+                          req.config_file, req.config_cli)
+    dataset = load_transitions(task.dataset_id, task.build_command) if task.dataset_id else None
+    ref_min, ref_max = reference_scores(task, dataset)
+    identity = {
+        "schema_version": SCHEMA_VERSION,
+        "algorithm": req.algo,
+        "task": task.id,
+        "config": config_to_dict(config),
+        "protocol": {"steps": req.steps, "eval_every": req.eval_every, "eval_episodes": req.eval_episodes,
+                     "curve_episodes": req.curve_episodes},
+        "dataset_id": task.dataset_id,
+        "dataset_metadata_hash": dataset.metadata_hash if dataset else None,
+    }
+    config_hash = stable_hash(identity)
+    return Prepared(req, algo_cls, task, config, dataset, ref_min, ref_max, config_hash,
+                    run_id(req.algo, task.id, req.seed, config_hash), identity)
+
+
+def make_env_factory(task: TaskSpec) -> Callable[[], gym.Env]:
+    def make() -> gym.Env:
+        return gym.make(task.env_id, **task.env_kwargs)
+
+    return make
+
+
+class _CountingVectorEnv(gym.vector.VectorWrapper):
+    """Counts environment steps taken by online/hybrid algorithms into the context."""
+
+    def __init__(self, env: gym.vector.VectorEnv, ctx: AlgoContext) -> None:
+        super().__init__(env)
+        self._ctx = ctx
+
+    def step(self, actions):
+        self._ctx.env_steps += self.num_envs
+        return super().step(actions)
+
+
+def _checked_policy(algo: Algorithm, run: str) -> Callable[[np.ndarray], np.ndarray]:
+    def policy(obs: np.ndarray) -> np.ndarray:
+        actions = algo.act(obs)
+        if not np.all(np.isfinite(actions)):
+            raise CtrlbenchError(f"{run}: the policy produced non-finite actions at update {algo.step}; "
+                                 "the run was stopped (try a lower learning rate)")
+        return actions
+
+    return policy
+
+
+def _check_finite(metrics: dict[str, Any], step: int, run: str) -> dict[str, float]:
+    values = {k: float(v) for k, v in metrics.items()}
+    for k, v in values.items():
+        if not math.isfinite(v):
+            raise CtrlbenchError(f"{run}: non-finite {k} = {v} at update {step}; "
+                                 "the run was stopped (try a lower learning rate)")
+    return values
+
+
+def _summary(result: EvalResult, ref_min: float, ref_max: float) -> dict[str, Any]:
+    scores = normalized_score(result.returns, ref_min, ref_max)
+    return {
+        "return_mean": float(result.returns.mean()),
+        "return_std": float(result.returns.std()),
+        "score_mean": float(scores.mean()),
+        "score_std": float(scores.std()),
+        "length_mean": float(result.lengths.mean()),
+    }
+
+
+def execute(req: RunRequest, log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Run (or resume) one run and write its record. Returns the record."""
+    p = prepare(req)
+    out = record_path(req.results, p.run_id)
+    if out.exists() and not req.overwrite:
+        log(f"{p.run_id}: a record with this exact config exists at {out}; skipped (--overwrite to redo it)")
+        return json.loads(out.read_text())
+
+    device = resolve_device(req.device)
+    make_env = make_env_factory(p.task)
+    probe = make_env()
+    obs_space, act_space = probe.observation_space, probe.action_space
+    probe.close()
+    seed_everything(req.seed)
+    ctx = AlgoContext(observation_space=obs_space, action_space=act_space, device=device, seed=req.seed,
+                      total_updates=req.steps, dataset=p.dataset.transitions if p.dataset else None,
+                      reward_dim=p.task.reward_dim, cost_limit=p.task.cost_limit)
+    ctx.make_envs = lambda n: _CountingVectorEnv(gym.vector.SyncVectorEnv([make_env] * n), ctx)
+    algo = p.algo_cls(p.config, ctx)
+
+    ckpt = checkpoint_path(req.results, p.run_id)
+    curve: list[dict[str, Any]] = []
+    train_seconds = wall_before = 0.0
+    if ckpt.exists():
+        state = load_checkpoint(ckpt)
+        algo.load_state_dict(state["algorithm"])
+        restore_rng_state(state["rng"])
+        curve, ctx.env_steps = state["curve"], state["env_steps"]
+        train_seconds, wall_before = state["train_seconds"], state["wall_seconds"]
+        log(f"{p.run_id}: resuming from update {algo.step} ({ckpt})")
+
+    policy = _checked_policy(algo, p.run_id)
+    curve_seeds = episode_seeds(req.seed, CURVE_STREAM, req.curve_episodes)
+    started = time.time()
+    last_metrics: dict[str, float] = {}
+    bar = tqdm(total=req.steps, initial=algo.step, desc=f"{req.algo} {p.task.id} s{req.seed}",
+               disable=(not req.progress) if req.progress is not None else None, dynamic_ncols=True)
+    while algo.step < req.steps:
+        # Train until the next event (log / eval / checkpoint / end) without syncing the device.
+        events = (req.log_every, req.eval_every, req.checkpoint_every)
+        stop = min([req.steps] + [(algo.step // e + 1) * e for e in events])
+        t0 = time.perf_counter()
+        metrics: dict[str, Any] = {}
+        while algo.step < stop:
+            metrics = algo.update()
+        step = algo.step
+        last_metrics = _check_finite(metrics, step, p.run_id)
+        train_seconds += time.perf_counter() - t0
+        bar.update(step - bar.n)
+        if step % req.eval_every == 0 and step < req.steps:
+            point = {"step": step, **_summary(evaluate(policy, make_env, curve_seeds), p.ref_min, p.ref_max),
+                     "env_steps": ctx.env_steps, **last_metrics}
+            curve.append(point)
+            bar.set_postfix(score=f"{point['score_mean']:.1f}")
+        if step % req.checkpoint_every == 0 and step < req.steps:
+            save_checkpoint(ckpt, {"algorithm": algo.state_dict(), "rng": capture_rng_state(), "curve": curve,
+                                   "train_seconds": train_seconds, "env_steps": ctx.env_steps,
+                                   "wall_seconds": wall_before + time.time() - started, "run_id": p.run_id})
+    bar.close()
+
+    final_result = evaluate(policy, make_env, episode_seeds(req.seed, FINAL_STREAM, req.eval_episodes))
+    final = {"step": algo.step, **_summary(final_result, p.ref_min, p.ref_max),
+             "returns": final_result.returns.tolist()}
+    points = [*curve, final]
+    best = max(points, key=lambda x: x["score_mean"])
+    record = {
+        **p.identity,
+        "run_id": p.run_id,
+        "status": "ok",
+        "seed": req.seed,
+        "config_hash": p.config_hash,
+        "task_kind": p.task.kind,
+        "task_family": p.task.family,
+        "ref_min_score": p.ref_min,
+        "ref_max_score": p.ref_max,
+        "dataset_metadata": {k: v for k, v in (p.dataset.metadata if p.dataset else {}).items()
+                             if k not in ("observation_space", "action_space", "env_spec", "eval_env_spec")},
+        "packages": package_versions(),
+        "git_commit": git_commit(),
+        "device": device_name(device),
+        "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "wall_time_s": round(wall_before + time.time() - started, 3),
+        "train_time_s": round(train_seconds, 3),
+        "updates_per_s": round(req.steps / train_seconds, 2) if train_seconds > 0 else None,
+        "env_steps": ctx.env_steps,
+        "curve": curve,
+        "final": final,
+        "best": {"step": best["step"], "return_mean": best["return_mean"], "score_mean": best["score_mean"]},
+        "last_metrics": last_metrics,
+    }
+    atomic_write_json(out, record)
+    ckpt.unlink(missing_ok=True)
+    return record
+
+
+def request_fields() -> set[str]:
+    return {f.name for f in dataclasses.fields(RunRequest)}

@@ -1,0 +1,1 @@
+"""Tasks: the registry, Minari dataset loading and building, environments."""

@@ -1,0 +1,87 @@
+"""`smoke-v0`: a Pendulum-v1 dataset that builds in seconds, for tests and first contact.
+
+Behavior: a hand-written swing-up controller (energy pumping, then PD balancing) whose action is
+replaced by a uniform random one with a per-episode probability that rises from 0 to 0.8, so
+returns span from expert-like to poor (a "medium-replay"-like mixture).
+Reference scores: seeded uniform-random policy (min) and the noiseless controller (max),
+100 episodes each, as the scoring protocol asks.
+"""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+
+from algorithms.core.seeding import derive_seed
+from tasks.datasets import Episode, write_minari_dataset
+
+DATASET_ID = "ctrlbench/pendulum/smoke-v0"
+ENV_ID = "Pendulum-v1"
+N_EPISODES = 100
+SEED = 0
+
+
+def swing_up_controller(obs: np.ndarray) -> np.ndarray:
+    """Energy pumping far from upright, PD control near it (torque limit 2)."""
+    cos, sin, vel = obs[..., 0], obs[..., 1], obs[..., 2]
+    angle = np.arctan2(sin, cos)
+    energy = 0.5 * vel**2 + 15.0 * (cos - 1.0)  # 0 at rest upright (theta'' = 15 sin + 3 u)
+    pump = 2.0 * np.sign(vel * -energy + 1e-6)
+    balance = np.clip(-10.0 * angle - 2.0 * vel, -2.0, 2.0)
+    return np.where(cos > 0.85, balance, pump)[..., None].astype(np.float32)
+
+
+def _rollout(env: gym.Env, seed: int, policy) -> Episode:
+    obs, _ = env.reset(seed=seed)
+    observations, actions, rewards, terms, truncs = [obs], [], [], [], []
+    while True:
+        action = policy(obs)
+        obs, reward, terminated, truncated, _ = env.step(action)
+        observations.append(obs)
+        actions.append(action)
+        rewards.append(reward)
+        terms.append(terminated)
+        truncs.append(truncated)
+        if terminated or truncated:
+            break
+    return Episode(np.asarray(observations, np.float32), np.asarray(actions, np.float32),
+                   np.asarray(rewards, np.float32), np.asarray(terms), np.asarray(truncs), seed)
+
+
+def mean_return(policy_factory, n: int, stream: int) -> float:
+    env = gym.make(ENV_ID)
+    returns = [float(_rollout(env, derive_seed(SEED, stream, i), policy_factory(i)).rewards.sum()) for i in range(n)]
+    return float(np.mean(returns))
+
+
+def build(overwrite: bool = False) -> str:
+    env = gym.make(ENV_ID)
+    space = env.action_space
+
+    def random_policy(i: int):
+        rng = np.random.default_rng(derive_seed(SEED, 1, i))
+        return lambda obs: rng.uniform(space.low, space.high).astype(np.float32)
+
+    def behavior_policy(i: int):
+        rng = np.random.default_rng(derive_seed(SEED, 2, i))
+        p_random = 0.8 * i / (N_EPISODES - 1)
+
+        def act(obs: np.ndarray) -> np.ndarray:
+            if rng.random() < p_random:
+                return rng.uniform(space.low, space.high).astype(np.float32)
+            noisy = swing_up_controller(obs) + rng.normal(0.0, 0.2, size=1)
+            return np.clip(noisy, space.low, space.high).astype(np.float32)
+
+        return act
+
+    episodes = [_rollout(env, derive_seed(SEED, 3, i), behavior_policy(i)) for i in range(N_EPISODES)]
+    ref_min = mean_return(random_policy, 100, stream=4)
+    ref_max = mean_return(lambda i: swing_up_controller, 100, stream=5)
+    write_minari_dataset(
+        DATASET_ID, episodes, env, eval_env=ENV_ID, ref_min_score=ref_min, ref_max_score=ref_max,
+        algorithm_name="swing-up controller with per-episode random-action mixing",
+        description="ctrlbench smoke dataset: Pendulum-v1, 100 episodes of a mixed-quality controller",
+        extra_metadata={"ctrlbench_recipe": {"builder": "tasks.smoke", "seed": SEED, "episodes": N_EPISODES}},
+        overwrite=overwrite,
+    )
+    return DATASET_ID
