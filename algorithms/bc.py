@@ -38,7 +38,7 @@ def keep_best_episodes(data: TransitionData, fraction: float) -> TransitionData:
         return data
     ids = np.unique(data.episode_ids)
     returns = data.episode_returns()
-    keep = ids[np.argsort(-returns, kind="stable")[: max(1, int(round(fraction * len(ids))))]]
+    keep = ids[np.argsort(-returns, kind="stable")[: max(1, round(fraction * len(ids)))]]
     return data.select(np.isin(data.episode_ids, keep))
 
 

@@ -19,4 +19,5 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     try:
         return torch.load(path, map_location="cpu", weights_only=False)
     except Exception as e:  # a truncated or foreign file
-        raise CtrlbenchError(f"checkpoint {path} cannot be read ({type(e).__name__}); delete it to start over") from None
+        raise CtrlbenchError(
+            f"checkpoint {path} cannot be read ({type(e).__name__}); delete it to start over") from None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Sequence
 
@@ -15,7 +16,7 @@ def mlp(in_dim: int, out_dim: int, hidden: Sequence[int] = (256, 256),
     """in -> hidden... -> out, with `activation` (and optional dropout) after each hidden layer."""
     layers: list[nn.Module] = []
     dims = [in_dim, *hidden]
-    for a, b in zip(dims[:-1], dims[1:]):
+    for a, b in itertools.pairwise(dims):
         layers += [nn.Linear(a, b), activation()]
         if dropout > 0:
             layers.append(nn.Dropout(dropout))
@@ -55,7 +56,7 @@ class EnsembleQ(nn.Module):
         self.n = n
         dims = [obs_dim + act_dim, *hidden]
         layers: list[nn.Module] = []
-        for a, b in zip(dims[:-1], dims[1:]):
+        for a, b in itertools.pairwise(dims):
             layers += [VectorizedLinear(a, b, n), activation()]
         layers.append(VectorizedLinear(dims[-1], 1, n))
         self.net = nn.Sequential(*layers)
