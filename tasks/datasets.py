@@ -77,7 +77,7 @@ def load_transitions(dataset_id: str, build_command: str | None = None) -> Loade
             cost = (ep.infos or {}).get("cost") if isinstance(ep.infos, dict) else None
             if cost is not None:
                 columns["cost"].append(np.asarray(cost, dtype=np.float32)[-n:])
-    except (OSError, KeyError, ValueError) as e:
+    except Exception as e:  # h5py/minari raise many types (OSError, KeyError, AssertionError...) on bad files
         raise CtrlbenchError(f"dataset {dataset_id} at {dataset_dir(dataset_id)} cannot be read "
                              f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); {fix}") from None
     if not columns["obs"]:

@@ -1,0 +1,148 @@
+"""CLI -> record -> leaderboard, end to end, and bad input handled as one line with no record."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from tests.conftest import TINY, run_cli
+
+RECORD_FIELDS = {
+    "schema_version", "algorithm", "task", "seed", "config", "config_hash", "protocol", "dataset_id",
+    "dataset_metadata_hash", "packages", "git_commit", "device", "wall_time_s", "updates_per_s", "curve",
+    "final", "best", "ref_min_score", "ref_max_score", "run_id", "status",
+}
+
+
+def records(results: Path) -> list[dict]:
+    return [json.loads(p.read_text()) for p in sorted((results / "runs").glob("*.json"))]
+
+
+@pytest.mark.parametrize("algo", ["bc", "td3_bc"])
+def test_tiny_run_writes_one_complete_record(algo: str, minari_root: Path, tmp_path: Path) -> None:
+    res = run_cli("run", "--algo", algo, "--task", "smoke-v0", "--seed", "1", *TINY, "--results", str(tmp_path),
+                  minari=minari_root)
+    assert res.returncode == 0, res.stderr
+    (record,) = records(tmp_path)
+    assert set(record) >= RECORD_FIELDS
+    assert record["algorithm"] == algo and record["seed"] == 1 and record["protocol"]["steps"] == 40
+    assert [p["step"] for p in record["curve"]] == [20]
+    assert len(record["final"]["returns"]) == 3
+    ref_min, ref_max = record["ref_min_score"], record["ref_max_score"]
+    expected = 100 * (record["final"]["return_mean"] - ref_min) / (ref_max - ref_min)
+    assert record["final"]["score_mean"] == pytest.approx(expected)
+    assert record["best"]["score_mean"] >= record["final"]["score_mean"]
+    assert not list((tmp_path / "checkpoints").glob("*")), "a finished run leaves no checkpoint"
+
+
+def test_run_then_leaderboard_then_rerun_skips(minari_root: Path, tmp_path: Path) -> None:
+    for algo, seed in [("bc", "0"), ("bc", "1"), ("td3_bc", "0")]:
+        res = run_cli("run", "--algo", algo, "--task", "smoke-v0", "--seed", seed, *TINY, "--results", str(tmp_path),
+                      minari=minari_root)
+        assert res.returncode == 0, res.stderr
+    board = run_cli("leaderboard", "--results", str(tmp_path))
+    assert board.returncode == 0, board.stderr
+    rows = {line.split("|")[1].strip(): line for line in board.stdout.splitlines() if line.startswith("| ")}
+    scores = [r["final"]["score_mean"] for r in records(tmp_path) if r["algorithm"] == "bc"]
+    assert f"{np.mean(scores):.1f} ± {np.std(scores):.1f} (2)" in rows["bc"]
+    assert "(1)" in rows["td3_bc"]
+    assert (tmp_path / "leaderboard.md").read_text().startswith("| algorithm | smoke-v0 |")
+
+    again = run_cli("run", "--algo", "bc", "--task", "smoke-v0", "--seed", "0", *TINY, "--results", str(tmp_path),
+                    minari=minari_root)
+    assert again.returncode == 0 and "skipped" in again.stdout
+    assert len(records(tmp_path)) == 3
+    changed = run_cli("run", "--algo", "bc", "--task", "smoke-v0", "--seed", "0", "--lr", "1e-3", *TINY,
+                      "--results", str(tmp_path), minari=minari_root)
+    assert changed.returncode == 0, changed.stderr
+    assert len(records(tmp_path)) == 4, "a changed config is a new run, never a reuse"
+
+
+def test_config_file_and_flags_reach_the_algorithm(minari_root: Path, tmp_path: Path) -> None:
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text("alpha: 5.0\nhidden: [64, 64]\nnormalize: false\n")
+    res = run_cli("run", "--algo", "td3_bc", "--task", "smoke-v0", "--config", str(cfg), "--alpha", "7.5", *TINY,
+                  "--results", str(tmp_path / "r"), minari=minari_root)
+    assert res.returncode == 0, res.stderr
+    (record,) = records(tmp_path / "r")
+    assert record["config"]["alpha"] == 7.5 and record["config"]["hidden"] == [64, 64]
+    assert record["config"]["normalize"] is False
+
+
+def test_algo_help_lists_fields_with_comments() -> None:
+    res = run_cli("run", "--algo", "td3_bc", "--help")
+    assert res.returncode == 0
+    text = " ".join(res.stdout.split())  # argparse wraps lines
+    assert "--policy-freq" in text and "the actor and all targets update once every policy_freq critic steps" in text
+    assert "--no-normalize" in text and "(default: 2.5)" in text
+
+
+def test_list_commands(minari_root: Path) -> None:
+    algos = run_cli("list", "algorithms")
+    assert algos.returncode == 0 and "bc" in algos.stdout and "td3_bc" in algos.stdout
+    tasks = run_cli("list", "tasks", minari=minari_root)
+    assert tasks.returncode == 0 and "smoke-v0" in tasks.stdout and "(built)" in tasks.stdout
+
+
+def test_third_party_algorithm_module(minari_root: Path, tmp_path: Path) -> None:
+    module = tmp_path / "my_algo.py"
+    module.write_text(
+        "from dataclasses import dataclass\n"
+        "import numpy as np\n"
+        "from algorithms.core.contract import Algorithm\n"
+        "from algorithms.core.registry import register\n\n"
+        "@dataclass\nclass ZeroConfig:\n    scale: float = 0.0  # action scale\n\n"
+        "@register('zero', kinds=('offline',))\n"
+        "class Zero(Algorithm):\n"
+        "    Config = ZeroConfig\n"
+        "    def update(self):\n        self.step += 1\n        return {}\n"
+        "    def act(self, obs, weight=None):\n"
+        "        return np.zeros((len(obs), self.ctx.act_dim), np.float32) + self.config.scale\n"
+    )
+    res = run_cli("run", "--algo-module", str(module), "--algo", "zero", "--task", "smoke-v0", *TINY,
+                  "--results", str(tmp_path / "r"), minari=minari_root)
+    assert res.returncode == 0, res.stderr
+    (record,) = records(tmp_path / "r")
+    assert record["algorithm"] == "zero"
+
+
+BAD_INPUTS = {
+    "unknown algorithm": (["run", "--algo", "does_not_exist", "--task", "smoke-v0"], "known algorithms: bc"),
+    "unknown task": (["run", "--algo", "bc", "--task", "nope-v0"], "known tasks: smoke-v0"),
+    "negative steps": (["run", "--algo", "bc", "--task", "smoke-v0", "--steps", "-5"], "--steps must be"),
+    "bad config value": (["run", "--algo", "bc", "--task", "smoke-v0", "--lr", "fast"], "cannot read 'fast'"),
+    "invalid config value": (["run", "--algo", "td3_bc", "--task", "smoke-v0", "--tau", "0"], "tau must be"),
+    "missing flag": (["run", "--algo", "bc"], "--task"),
+    "unknown command": (["frobnicate"], "unknown command"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_INPUTS))
+def test_bad_input_is_one_line_nonzero_no_record(case: str, minari_root: Path, tmp_path: Path) -> None:
+    argv, expected = BAD_INPUTS[case]
+    res = run_cli(*argv, "--results", str(tmp_path), minari=minari_root) if argv[0] == "run" else run_cli(*argv)
+    assert res.returncode != 0
+    assert "Traceback" not in res.stderr
+    lines = [line for line in res.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and expected in lines[0], res.stderr
+    assert not (tmp_path / "runs").exists() or not list((tmp_path / "runs").iterdir())
+
+
+def test_missing_dataset_is_one_line(tmp_path: Path) -> None:
+    res = run_cli("run", "--algo", "bc", "--task", "smoke-v0", "--results", str(tmp_path), minari=tmp_path / "none")
+    assert res.returncode != 0 and "Traceback" not in res.stderr
+    assert res.stderr.strip().count("\n") == 0 and "ctrlbench datasets build smoke" in res.stderr
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error raised on a machine without a GPU")
+def test_cuda_without_gpu_is_one_line(minari_root: Path, tmp_path: Path) -> None:
+    res = run_cli("run", "--algo", "bc", "--task", "smoke-v0", "--device", "cuda", "--results", str(tmp_path),
+                  minari=minari_root)
+    assert res.returncode != 0 and "Traceback" not in res.stderr
+    assert res.stderr.strip().count("\n") == 0 and "no CUDA GPU" in res.stderr
+    assert not (tmp_path / "runs").exists()

@@ -1,0 +1,41 @@
+"""A run interrupted after a checkpoint resumes and ends with the same record as an uninterrupted one."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from algorithms.td3_bc import TD3BC
+from runners.records import checkpoint_path
+from runners.run import RunRequest, execute, prepare
+
+
+def request(results: Path) -> RunRequest:
+    return RunRequest(algo="td3_bc", task="smoke-v0", seed=3, steps=60, eval_every=20, eval_episodes=4,
+                      curve_episodes=2, results=results, checkpoint_every=20, log_every=10, progress=False)
+
+
+def test_interrupted_run_resumes_to_identical_scores(minari_root: Path, tmp_path: Path, monkeypatch) -> None:
+    reference = execute(request(tmp_path / "a"), log=lambda _: None)
+
+    original = TD3BC.update
+
+    def crash_at_50(self):
+        if self.step == 50:
+            raise RuntimeError("simulated crash")
+        return original(self)
+
+    monkeypatch.setattr(TD3BC, "update", crash_at_50)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        execute(request(tmp_path / "b"), log=lambda _: None)
+    ckpt = checkpoint_path(tmp_path / "b", prepare(request(tmp_path / "b")).run_id)
+    assert ckpt.exists() and not (tmp_path / "b" / "runs").exists()
+
+    monkeypatch.setattr(TD3BC, "update", original)
+    messages: list[str] = []
+    resumed = execute(request(tmp_path / "b"), log=messages.append)
+    assert any("resuming from update 40" in m for m in messages)
+    assert resumed["final"]["returns"] == reference["final"]["returns"]
+    assert [p["score_mean"] for p in resumed["curve"]] == [p["score_mean"] for p in reference["curve"]]
+    assert not ckpt.exists()

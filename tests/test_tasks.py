@@ -1,0 +1,86 @@
+"""Tasks and datasets: Minari round trip, terminals vs truncations, reference scores, errors."""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+import pytest
+
+from algorithms.core.errors import CtrlbenchError
+from tasks import smoke
+from tasks.datasets import Episode, dataset_exists, load_transitions, read_metadata, write_minari_dataset
+from tasks.registry import get_task
+
+
+def _episode(length: int, terminated: bool, start: float) -> Episode:
+    obs = (start + np.arange(length + 1, dtype=np.float32))[:, None].repeat(3, axis=1)
+    terms = np.zeros(length, bool)
+    truncs = np.zeros(length, bool)
+    (terms if terminated else truncs)[-1] = True
+    return Episode(obs, np.full((length, 1), 0.5, np.float32), np.ones(length, np.float32), terms, truncs, seed=1)
+
+
+def test_terminals_count_only_true_terminations(minari_root, monkeypatch) -> None:
+    env = gym.make("Pendulum-v1")
+    episodes = [_episode(4, terminated=True, start=0.0), _episode(3, terminated=False, start=100.0)]
+    write_minari_dataset("test/toy/terminals-v0", episodes, env, eval_env="Pendulum-v1", ref_min_score=0.0,
+                         ref_max_score=1.0, algorithm_name="hand", description="toy", extra_metadata={})
+    data = load_transitions("test/toy/terminals-v0").transitions
+    assert len(data) == 7
+    np.testing.assert_array_equal(data.terminals, [0, 0, 0, 1, 0, 0, 0])  # the truncation is not terminal
+    np.testing.assert_array_equal(data.episode_ids, [0, 0, 0, 0, 1, 1, 1])
+    np.testing.assert_array_equal(data.next_observations[:, 0], [1, 2, 3, 4, 101, 102, 103])
+    np.testing.assert_array_equal(data.observations[:, 0], [0, 1, 2, 3, 100, 101, 102])
+
+
+def test_write_refuses_to_overwrite(minari_root) -> None:
+    env = gym.make("Pendulum-v1")
+    args = dict(eval_env="Pendulum-v1", ref_min_score=0.0, ref_max_score=1.0, algorithm_name="hand",
+                description="toy", extra_metadata={})
+    write_minari_dataset("test/toy/once-v0", [_episode(2, True, 0.0)], env, **args)
+    with pytest.raises(CtrlbenchError, match="already exists"):
+        write_minari_dataset("test/toy/once-v0", [_episode(2, True, 0.0)], env, **args)
+    assert not any(p.name.startswith(".staging") for p in minari_root.iterdir())
+
+
+def test_smoke_dataset_metadata_and_reference_scores(minari_root) -> None:
+    meta = read_metadata(smoke.DATASET_ID)
+    assert meta["total_episodes"] == smoke.N_EPISODES and meta["total_steps"] == 200 * smoke.N_EPISODES
+    assert meta["ref_min_score"] < -900 < -300 < meta["ref_max_score"]
+    assert meta["ctrlbench_recipe"]["builder"] == "tasks.smoke"
+    data = load_transitions(smoke.DATASET_ID).transitions
+    assert data.terminals.sum() == 0  # Pendulum only truncates
+    returns = data.episode_returns()
+    assert returns.min() < meta["ref_min_score"] / 2 and returns.max() > meta["ref_max_score"] * 1.5
+
+
+def test_smoke_controller_beats_random() -> None:
+    env = gym.make("Pendulum-v1")
+    obs, _ = env.reset(seed=0)
+    total = 0.0
+    for _ in range(200):
+        obs, r, *_ = env.step(smoke.swing_up_controller(obs))
+        total += r
+    assert total > -400
+
+
+def test_missing_dataset_names_the_build_command(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path))
+    assert not dataset_exists(smoke.DATASET_ID)
+    with pytest.raises(CtrlbenchError, match=r"not found under .*ctrlbench datasets build smoke"):
+        load_transitions(smoke.DATASET_ID, get_task("smoke-v0").build_command)
+
+
+def test_corrupt_dataset_is_a_clear_error(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path))
+    data_dir = tmp_path / "test" / "toy" / "corrupt-v0" / "data"
+    data_dir.mkdir(parents=True)
+    (data_dir / "metadata.json").write_text('{"dataset_id": "test/toy/corrupt-v0", "data_format": "hdf5"}')
+    (data_dir / "main_data.hdf5").write_bytes(b"not hdf5")
+    with pytest.raises(CtrlbenchError, match="cannot be read"):
+        load_transitions("test/toy/corrupt-v0", "ctrlbench datasets build toy")
+
+
+def test_unknown_task_lists_known_ones() -> None:
+    with pytest.raises(CtrlbenchError, match=r"unknown task 'nope'; known tasks: .*smoke-v0"):
+        get_task("nope")
