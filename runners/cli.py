@@ -127,31 +127,11 @@ def cmd_leaderboard(argv: list[str]) -> int:
 
 
 def cmd_datasets(argv: list[str]) -> int:
+    from runners import datasets_cli
+
     parser = _Parser(prog="ctrlbench datasets", description="Build and inspect Minari datasets.")
-    sub = parser.add_subparsers(dest="action", required=True)
-    build = sub.add_parser("build", help="build a dataset offline")
-    build.add_argument("env", help="smoke")
-    build.add_argument("--overwrite", action="store_true")
-    sub.add_parser("list", help="registered datasets and whether they are built")
-    args = parser.parse_args(argv)
-    from tasks.datasets import dataset_dir, dataset_exists
-    from tasks.registry import available_tasks
-
-    if args.action == "build":
-        if args.env != "smoke":
-            raise CtrlbenchError(f"unknown dataset family '{args.env}'; known: smoke")
-        from tasks import smoke
-
-        if dataset_exists(smoke.DATASET_ID) and not args.overwrite:
-            print(f"{smoke.DATASET_ID} already built at {dataset_dir(smoke.DATASET_ID)}")
-            return 0
-        print(f"built {smoke.build(overwrite=args.overwrite)} at {dataset_dir(smoke.DATASET_ID)}")
-    else:
-        for t in available_tasks().values():
-            if t.dataset_id:
-                state = "built" if dataset_exists(t.dataset_id) else "not built"
-                print(f"{t.dataset_id:40s} {state:10s} {dataset_dir(t.dataset_id)}")
-    return 0
+    datasets_cli.add_parser(parser.add_subparsers(dest="action", required=True, parser_class=_Parser))
+    return datasets_cli.run(parser.parse_args(argv))
 
 
 def cmd_demo(argv: list[str]) -> int:

@@ -44,7 +44,30 @@ def available_tasks() -> dict[str, TaskSpec]:
 
 
 def get_task(task_id: str) -> TaskSpec:
+    """A registered task, or a Minari dataset id present locally (e.g. a hosted `mujoco/hopper/medium-v0`)."""
     tasks = available_tasks()
-    if task_id not in tasks:
-        raise CtrlbenchError(f"unknown task '{task_id}'; known tasks: {', '.join(tasks)}")
-    return tasks[task_id]
+    if task_id in tasks:
+        return tasks[task_id]
+    if "/" in task_id:
+        from tasks.datasets import dataset_exists
+
+        if dataset_exists(task_id):
+            return minari_task(task_id)
+    raise CtrlbenchError(f"unknown task '{task_id}'; known tasks: {', '.join(tasks)} "
+                         "(or the id of a Minari dataset present locally)")
+
+
+def minari_task(dataset_id: str) -> TaskSpec:
+    """A task made from a local Minari dataset: evaluated on its eval_env_spec (else env_spec)."""
+    import json
+
+    from tasks.datasets import read_metadata
+
+    meta = read_metadata(dataset_id)
+    spec = meta.get("eval_env_spec") or meta.get("env_spec")
+    if not spec:
+        raise CtrlbenchError(f"dataset {dataset_id} names no environment (no eval_env_spec or env_spec)")
+    spec = json.loads(spec) if isinstance(spec, str) else spec
+    return TaskSpec(id=dataset_id, dataset_id=dataset_id, env_id=spec["id"], kind="offline",
+                    family=dataset_id.split("/")[0], env_kwargs=spec.get("kwargs") or {},
+                    description=f"Minari dataset {dataset_id}")

@@ -1,0 +1,130 @@
+"""`ctrlbench datasets ...`: build, list, inspect, download and train behavior policies."""
+
+from __future__ import annotations
+
+import argparse
+
+from algorithms.core.errors import CtrlbenchError
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    build = sub.add_parser("build", help="build datasets offline: `smoke`, or an env with --kinds")
+    build.add_argument("env", help="smoke | hopper | halfcheetah | walker2d")
+    build.add_argument("--kinds", default="random,medium,expert,medium-replay,medium-expert",
+                       help="comma-separated kinds (default: all five)")
+    build.add_argument("--size", type=int, default=1_000_000,
+                       help="transitions for random/medium/expert (default: 1M, as D4RL)")
+    build.add_argument("--replay-size", type=int, default=None,
+                       help="cap medium-replay at this many transitions (default: everything up to the medium point)")
+    build.add_argument("--seed", type=int, default=0)
+    build.add_argument("--overwrite", action="store_true")
+    sub.add_parser("list", help="registered datasets, whether they are built, their size")
+    info = sub.add_parser("info", help="episodes, steps, return statistics and reference scores of a dataset")
+    info.add_argument("dataset_id")
+    download = sub.add_parser("download", help="download a hosted Minari dataset (needs network access)")
+    download.add_argument("dataset_id")
+    train = sub.add_parser("train-policies", help="train SAC behavior policies (hours of CPU; resumable)")
+    train.add_argument("--env", required=True, help="hopper | halfcheetah | walker2d")
+    train.add_argument("--steps", type=int, default=1_000_000, help="total SAC env steps (default: %(default)s)")
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--snapshot-every", type=int, default=10_000)
+    train.add_argument("--threads", type=int, default=1, help="torch threads for this training process")
+    train.add_argument("--select", action="store_true",
+                       help="after training, pick expert/medium snapshots and write the policies folder")
+    train.add_argument("--select-only", action="store_true", help="only pick expert/medium from existing snapshots")
+
+
+def run(args: argparse.Namespace) -> int:
+    return {"build": _build, "list": _list, "info": _info, "download": _download,
+            "train-policies": _train}[args.action](args)
+
+
+def _build(args: argparse.Namespace) -> int:
+    from tasks.datasets import dataset_dir, dataset_exists
+
+    if args.env == "smoke":
+        from tasks import smoke
+
+        if dataset_exists(smoke.DATASET_ID) and not args.overwrite:
+            print(f"{smoke.DATASET_ID} already built at {dataset_dir(smoke.DATASET_ID)}")
+            return 0
+        print(f"built {smoke.build(overwrite=args.overwrite)} at {dataset_dir(smoke.DATASET_ID)}")
+        return 0
+    from tasks.factory import build
+
+    kinds = [k.strip() for k in args.kinds.split(",") if k.strip()]
+    build(args.env, kinds, size=args.size, seed=args.seed, overwrite=args.overwrite, replay_size=args.replay_size)
+    return 0
+
+
+def _list(args: argparse.Namespace) -> int:
+    from tasks.datasets import dataset_dir, dataset_exists, read_metadata
+    from tasks.registry import available_tasks
+
+    for t in available_tasks().values():
+        if not t.dataset_id:
+            continue
+        if dataset_exists(t.dataset_id):
+            meta = read_metadata(t.dataset_id)
+            state = f"built: {meta['total_episodes']} episodes, {meta['total_steps']} steps"
+        else:
+            state = f"not built ({t.build_command})"
+        print(f"{t.dataset_id:36s} task {t.id:28s} {state}")
+    print(f"datasets root: {dataset_dir('')}")
+    return 0
+
+
+def _info(args: argparse.Namespace) -> int:
+    from tasks.datasets import load_transitions
+
+    loaded = load_transitions(args.dataset_id)
+    data, meta = loaded.transitions, loaded.metadata
+    returns = data.episode_returns()
+    lo, hi = meta.get("ref_min_score"), meta.get("ref_max_score")
+    print(f"dataset        {args.dataset_id}")
+    print(f"episodes       {len(returns)}")
+    print(f"transitions    {len(data)} (terminal: {int(data.terminals.sum())})")
+    print(f"return         mean {returns.mean():.1f} +- {returns.std():.1f}, min {returns.min():.1f}, "
+          f"max {returns.max():.1f}")
+    print(f"ref_min_score  {lo}")
+    print(f"ref_max_score  {hi}")
+    if lo is not None and hi is not None:
+        norm = 100 * (returns - lo) / (hi - lo)
+        print(f"normalized     {norm.mean():.1f} +- {norm.std():.1f}")
+    if "ctrlbench_recipe" in meta:
+        recipe = meta["ctrlbench_recipe"]
+        print("recipe         " + ", ".join(f"{k}={v}" for k, v in recipe.items() if not isinstance(v, dict)))
+    print(f"metadata hash  {loaded.metadata_hash}")
+    return 0
+
+
+def _download(args: argparse.Namespace) -> int:
+    import minari
+
+    try:
+        minari.download_dataset(args.dataset_id)
+    except Exception as e:  # network errors come in many types
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CtrlbenchError(f"could not download {args.dataset_id} ({first[:200]}); this machine may be "
+                             "offline: build datasets locally with `ctrlbench datasets build ENV`") from None
+    print(f"downloaded {args.dataset_id}")
+    return 0
+
+
+def _train(args: argparse.Namespace) -> int:
+    import torch
+
+    from tasks.behavior import TrainSettings, select, train
+    from tasks.locomotion import env_id
+
+    env_id(args.env)
+    if args.steps < 1 or args.snapshot_every < 1:
+        raise CtrlbenchError("--steps and --snapshot-every must be positive")
+    torch.set_num_threads(args.threads)
+    if not args.select_only:
+        train(TrainSettings(env=args.env, total_steps=args.steps, seed=args.seed, snapshot_every=args.snapshot_every))
+    if args.select or args.select_only:
+        select(args.env)
+    return 0
+
+

@@ -1,0 +1,132 @@
+"""The dataset factory on tiny sizes, with stand-in behavior policies (random-init SAC actors)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import torch
+
+from algorithms.core.errors import CtrlbenchError
+from tasks.behavior import SquashedGaussianActor, file_sha256
+from tasks.datasets import dataset_dir, load_transitions, read_metadata
+from tasks.factory import BehaviorPolicies, build
+from tasks.locomotion import dataset_id
+from tasks.registry import get_task
+
+
+def fake_policies(root: Path, env: str = "hopper", obs_dim: int = 11, act_dim: int = 3) -> Path:
+    """A policies folder shaped like `select()` writes it, with random-init actors."""
+    folder = root / env
+    (folder / "replay").mkdir(parents=True)
+    entries = {}
+    for name, step in (("expert", 300), ("medium", 200)):
+        torch.manual_seed(step)
+        actor = SquashedGaussianActor(obs_dim, act_dim)
+        torch.save(actor.state_dict(), folder / f"{name}.pt")
+        entries[name] = {"file": f"{name}.pt", "env_steps": step, "return_mean": 0.0, "sha256": ""}
+    replay = []
+    for step in (100, 150, 200):
+        torch.manual_seed(step)
+        torch.save(SquashedGaussianActor(obs_dim, act_dim).state_dict(), folder / "replay" / f"step_{step:08d}.pt")
+        replay.append({"file": f"replay/step_{step:08d}.pt", "env_steps": step})
+    for e in [*entries.values(), *replay]:
+        e["sha256"] = file_sha256(folder / e["file"])
+    manifest = {"env": env, **entries, "replay_snapshots": replay, "learning_starts": 100, "snapshot_every": 50}
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    return root
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory, minari_root) -> Path:
+    policies = fake_policies(tmp_path_factory.mktemp("policies"))
+    build("hopper", ["random", "medium", "expert", "medium-replay", "medium-expert"], size=600,
+          policies_dir=policies, log=lambda _: None)
+    return policies
+
+
+def test_sizes_and_truncation(built) -> None:
+    for kind in ("random", "medium", "expert"):
+        data = load_transitions(dataset_id("hopper", kind)).transitions
+        assert len(data) == 600
+        with h5py.File(dataset_dir(dataset_id("hopper", kind)) / "data" / "main_data.hdf5") as f:
+            last = f[f"episode_{len(f) - 1}"]
+            assert bool(last["terminations"][-1]) or bool(last["truncations"][-1])
+    replay = load_transitions(dataset_id("hopper", "medium-replay")).transitions
+    assert len(replay) == 200  # learning_starts (100) + two 50-step snapshot segments up to the medium point
+
+
+def test_metadata_reference_scores_and_recipe(built) -> None:
+    metas = {k: read_metadata(dataset_id("hopper", k)) for k in ("random", "medium", "expert")}
+    refs = {(m["ref_min_score"], m["ref_max_score"]) for m in metas.values()}
+    assert len(refs) == 1, "every kind of one env shares the reference scores"
+    recipe = metas["medium"]["ctrlbench_recipe"]
+    assert recipe["kind"] == "medium" and recipe["seed"] == 0 and recipe["size"] == 600
+    expected_hash = file_sha256(built / "hopper" / "medium.pt")
+    assert recipe["policies"]["medium"]["policy_sha256"] == expected_hash
+    assert json.loads(metas["expert"]["eval_env_spec"])["id"] == "Hopper-v5"
+
+
+def test_medium_expert_is_medium_plus_expert(built) -> None:
+    me = load_transitions(dataset_id("hopper", "medium-expert")).transitions
+    m = load_transitions(dataset_id("hopper", "medium")).transitions
+    e = load_transitions(dataset_id("hopper", "expert")).transitions
+    assert len(me) == len(m) + len(e)
+    np.testing.assert_array_equal(me.observations, np.concatenate([m.observations, e.observations]))
+    np.testing.assert_array_equal(me.actions, np.concatenate([m.actions, e.actions]))
+
+
+def test_kinds_differ(built) -> None:
+    r = load_transitions(dataset_id("hopper", "random")).transitions
+    m = load_transitions(dataset_id("hopper", "medium")).transitions
+    assert not np.array_equal(r.actions[:50], m.actions[:50])
+
+
+def test_building_twice_gives_identical_data(built, tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path))
+    build("hopper", ["medium", "medium-replay"], size=600, policies_dir=built, log=lambda _: None)
+    for kind in ("medium", "medium-replay"):
+        again = load_transitions(dataset_id("hopper", kind)).transitions
+        monkeypatch.undo()
+        first = load_transitions(dataset_id("hopper", kind)).transitions
+        monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path))
+        for name in ("observations", "actions", "rewards", "terminals"):
+            assert np.array_equal(getattr(again, name), getattr(first, name)), (kind, name)
+
+
+def test_registered_task_reads_built_dataset(built) -> None:
+    task = get_task("hopper-medium-v0")
+    assert task.dataset_id == dataset_id("hopper", "medium") and task.env_id == "Hopper-v5"
+
+
+def test_hosted_minari_layout_is_a_task(built, minari_root) -> None:
+    """A dataset under a hosted-style id (mujoco/hopper/medium-v0) works as a task when present locally."""
+    import shutil
+
+    src = dataset_dir(dataset_id("hopper", "medium"))
+    dst = minari_root / "mujoco" / "hopper" / "medium-v0"
+    shutil.copytree(src, dst)
+    task = get_task("mujoco/hopper/medium-v0")
+    assert task.env_id == "Hopper-v5" and task.dataset_id == "mujoco/hopper/medium-v0"
+    assert len(load_transitions("mujoco/hopper/medium-v0").transitions) == 600
+
+
+def test_errors_for_unknown_env_kind_and_missing_policies(tmp_path) -> None:
+    with pytest.raises(CtrlbenchError, match="unknown environment 'ant'"):
+        build("ant", ["medium"])
+    with pytest.raises(CtrlbenchError, match="unknown dataset kind"):
+        build("hopper", ["mediocre"])
+    with pytest.raises(CtrlbenchError, match="train-policies --env walker2d"):
+        BehaviorPolicies.load("walker2d", tmp_path)
+
+
+def test_tampered_policy_is_refused(built, tmp_path) -> None:
+    import shutil
+
+    shutil.copytree(built / "hopper", tmp_path / "hopper")
+    (tmp_path / "hopper" / "medium.pt").write_bytes(b"tampered")
+    with pytest.raises(CtrlbenchError, match="does not match its manifest hash"):
+        BehaviorPolicies.load("hopper", tmp_path)
