@@ -22,7 +22,7 @@ def records(results: Path) -> list[dict]:
     return [json.loads(p.read_text()) for p in sorted((results / "runs").glob("*.json"))]
 
 
-@pytest.mark.parametrize("algo", ["bc", "td3_bc"])
+@pytest.mark.parametrize("algo", ["bc", "td3_bc", "iql", "cql"])
 def test_tiny_run_writes_one_complete_record(algo: str, minari_root: Path, tmp_path: Path) -> None:
     res = run_cli("run", "--algo", algo, "--task", "smoke-v0", "--seed", "1", *TINY, "--results", str(tmp_path),
                   minari=minari_root)
@@ -112,7 +112,7 @@ def test_third_party_algorithm_module(minari_root: Path, tmp_path: Path) -> None
 
 BAD_INPUTS = {
     "unknown algorithm": (["run", "--algo", "does_not_exist", "--task", "smoke-v0"], "known algorithms: bc"),
-    "unknown task": (["run", "--algo", "bc", "--task", "nope-v0"], "known tasks: smoke-v0"),
+    "unknown task": (["run", "--algo", "bc", "--task", "nope-v0"], "unknown task 'nope-v0'; known tasks: "),
     "negative steps": (["run", "--algo", "bc", "--task", "smoke-v0", "--steps", "-5"], "--steps must be"),
     "bad config value": (["run", "--algo", "bc", "--task", "smoke-v0", "--lr", "fast"], "cannot read 'fast'"),
     "invalid config value": (["run", "--algo", "td3_bc", "--task", "smoke-v0", "--tau", "0"], "tau must be"),

@@ -8,6 +8,7 @@ exist for safe tasks.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, fields
 
 import numpy as np
@@ -122,3 +123,13 @@ def offline_sampler(data: TransitionData, device: torch.device, seed: int,
     """The usual offline setup: fit the state normalizer on the dataset, put the data on device."""
     normalizer = StateNormalizer.fit(data.observations) if normalize else StateNormalizer.identity(data.obs_dim)
     return normalizer, DeviceSampler(data, device, seed, normalizer)
+
+
+def scale_rewards_by_return_range(data: TransitionData, scale: float = 1000.0) -> TransitionData:
+    """r <- r * scale / (max episode return - min episode return): CORL's `modify_reward` for locomotion
+    (IQL's original reward normalization). Episodes are the dataset's own (split at terminations and time limits)."""
+    returns = data.episode_returns()
+    spread = float(returns.max() - returns.min())
+    if spread <= 0:
+        raise ValueError("cannot normalize rewards: every episode has the same return")
+    return dataclasses.replace(data, rewards=(data.rewards * (scale / spread)).astype(np.float32))

@@ -87,3 +87,51 @@ def soft_update(target: nn.Module, source: nn.Module, tau: float) -> None:
     t_params = list(target.parameters())
     s_params = list(source.parameters())
     torch._foreach_lerp_(t_params, s_params, tau)
+
+
+def orthogonal_init_(q: EnsembleQ, hidden_gain: float = math.sqrt(2), last_gain: float = 1e-2) -> EnsembleQ:
+    """Orthogonal weights and zero biases per member (CQL/SAC practice): `hidden_gain` inside, `last_gain` last."""
+    layers = [m for m in q.net if isinstance(m, VectorizedLinear)]
+    with torch.no_grad():
+        for i, layer in enumerate(layers):
+            gain = last_gain if i == len(layers) - 1 else hidden_gain
+            for member in range(layer.weight.shape[0]):
+                w = torch.empty(layer.weight.shape[2], layer.weight.shape[1])  # (out, in) as nn.Linear
+                nn.init.orthogonal_(w, gain=gain)
+                layer.weight[member].copy_(w.T)
+            layer.bias.zero_()
+    return q
+
+
+class TanhGaussianActor(nn.Module):
+    """SAC's tanh-squashed Gaussian: MLP(s) -> (mean, raw log std); log_std = m * raw + o with learnable scalars
+    m, o (CORL/young-geng CQL), clamped to [-20, 2]; action = max_action * tanh(z).
+
+    Returns (action, log pi(action|s)) with the tanh Jacobian, summed over action dimensions.
+    """
+
+    def __init__(self, obs_dim: int, act_dim: int, max_action: float, hidden: Sequence[int] = (256, 256, 256),
+                 log_std_multiplier: float = 1.0, log_std_offset: float = -1.0) -> None:
+        super().__init__()
+        self.net = mlp(obs_dim, 2 * act_dim, hidden)
+        last = self.net[-1]
+        nn.init.xavier_uniform_(last.weight, gain=1e-2)
+        nn.init.zeros_(last.bias)
+        self.log_std_multiplier = nn.Parameter(torch.tensor(float(log_std_multiplier)))
+        self.log_std_offset = nn.Parameter(torch.tensor(float(log_std_offset)))
+        self.act_dim = act_dim
+        self.max_action = max_action
+
+    def forward(self, obs: torch.Tensor, deterministic: bool = False, repeat: int | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        if repeat is not None:  # (B, obs) -> (B, repeat, obs)
+            obs = obs.unsqueeze(1).expand(-1, repeat, -1)
+        mean, raw_log_std = self.net(obs).split(self.act_dim, dim=-1)
+        log_std = (self.log_std_multiplier * raw_log_std + self.log_std_offset).clamp(-20.0, 2.0)
+        std = log_std.exp()
+        z = mean if deterministic else mean + std * torch.randn_like(mean)
+        normal_log_prob = -0.5 * ((z - mean) / std) ** 2 - log_std - 0.5 * math.log(2 * math.pi)
+        # log(1 - tanh(z)^2) = 2 (log 2 - z - softplus(-2z)), the stable form torch's TanhTransform uses
+        log_det = 2.0 * (math.log(2.0) - z - nn.functional.softplus(-2.0 * z))
+        log_prob = (normal_log_prob - log_det).sum(-1)
+        return self.max_action * torch.tanh(z), log_prob
