@@ -30,6 +30,8 @@ def _add_run_protocol(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint-every", type=int, default=10_000, help="updates between resumable checkpoints")
     p.add_argument("--overwrite", action="store_true", help="replace an existing record of the same run")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch CPU threads (default: all cores; use 1 per run when runs share a machine)")
 
 
 def _add_algo_fields(parser: argparse.ArgumentParser, algo_cls: type) -> None:
@@ -79,7 +81,7 @@ def cmd_run(argv: list[str]) -> int:
         algo=args.algo, task=args.task, seed=args.seed, steps=args.steps, eval_every=args.eval_every,
         eval_episodes=args.eval_episodes, curve_episodes=args.curve_episodes, device=args.device,
         results=args.results, checkpoint_every=args.checkpoint_every, overwrite=args.overwrite,
-        progress=False if args.no_progress else None,
+        progress=False if args.no_progress else None, threads=args.threads,
         config_file=load_yaml_config(args.config) if args.config else {}, config_cli=cli_cfg,
     )
     record = execute(req)
@@ -162,15 +164,61 @@ def cmd_demo(argv: list[str]) -> int:
     return 0
 
 
-COMMANDS = {"run": cmd_run, "list": cmd_list, "leaderboard": cmd_leaderboard, "datasets": cmd_datasets,
-            "demo": cmd_demo}
+def cmd_sweep(argv: list[str]) -> int:
+    from runners.sweep import SweepSpec, load_sweep_file, parse_seeds, run_sweep, summarize
+
+    parser = _Parser(prog="ctrlbench sweep", description="Algorithms x tasks x seeds, resumable and fault-isolated.")
+    parser.add_argument("--file", type=Path, help="YAML sweep file (algos, tasks, seeds, steps, overrides, ...)")
+    parser.add_argument("--algos", help="comma-separated algorithm names")
+    parser.add_argument("--tasks", help="comma-separated task ids")
+    parser.add_argument("--seeds", help="e.g. 0-4 or 0,1,2 (default: 0-2)")
+    parser.add_argument("--steps", type=int)
+    parser.add_argument("--eval-every", type=int)
+    parser.add_argument("--eval-episodes", type=int)
+    parser.add_argument("--curve-episodes", type=int)
+    parser.add_argument("--checkpoint-every", type=int)
+    parser.add_argument("--device", help="cpu | cuda (default: cpu)")
+    parser.add_argument("--results", type=Path)
+    parser.add_argument("--workers", type=int, help="parallel runs (default: one per core; 4 per GPU)")
+    parser.add_argument("--backend", default="local", choices=["local", "ray"])
+    parser.add_argument("--address", help="Ray cluster address (default: start a local Ray)")
+    parser.add_argument("--gpus-per-run", type=float, help="Ray GPU share per run (default: 0.25 with cuda)")
+    parser.add_argument("--algo-module", action="append", default=[])
+    args = parser.parse_args(argv)
+    values = load_sweep_file(args.file) if args.file else {}
+    for key in ("steps", "eval_every", "eval_episodes", "curve_episodes", "checkpoint_every", "device", "results"):
+        if getattr(args, key) is not None:
+            values[key] = getattr(args, key)
+    if args.algos:
+        values["algos"] = [a.strip() for a in args.algos.split(",") if a.strip()]
+    if args.tasks:
+        values["tasks"] = [t.strip() for t in args.tasks.split(",") if t.strip()]
+    if args.seeds:
+        values["seeds"] = parse_seeds(args.seeds)
+    values.setdefault("seeds", [0, 1, 2])
+    values["algo_modules"] = values.get("algo_modules", []) + args.algo_module
+    if not values.get("algos") or not values.get("tasks"):
+        raise CtrlbenchError("a sweep needs --algos and --tasks (or a --file that names them)")
+    if "results" in values:
+        values["results"] = Path(values["results"])
+    if args.workers is not None and args.workers < 1:
+        raise CtrlbenchError("--workers must be >= 1")
+    spec = SweepSpec(**values)
+    results = run_sweep(spec, workers=args.workers, backend=args.backend, address=args.address,
+                        gpus_per_run=args.gpus_per_run)
+    return summarize(results)
+
+
+COMMANDS = {"run": cmd_run, "sweep": cmd_sweep, "list": cmd_list, "leaderboard": cmd_leaderboard,
+            "datasets": cmd_datasets, "demo": cmd_demo}
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
-        usage = ("usage: ctrlbench {run,list,leaderboard,datasets,demo} ...\n"
+        usage = ("usage: ctrlbench {run,sweep,list,leaderboard,datasets,demo} ...\n"
                  "  run          train one algorithm on one task (`ctrlbench run --algo td3_bc --help`)\n"
+                 "  sweep        algorithms x tasks x seeds on a process pool or Ray, resumable\n"
                  "  list         list algorithms or tasks\n"
                  "  leaderboard  tables from the result records\n"
                  "  datasets     build and list datasets\n"

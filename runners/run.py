@@ -31,9 +31,10 @@ from algorithms.core.io import atomic_write_json
 from algorithms.core.registry import get_algorithm, overrides_file
 from algorithms.core.seeding import capture_rng_state, restore_rng_state, seed_everything
 from runners.evaluation import CURVE_STREAM, FINAL_STREAM, EvalResult, episode_seeds, evaluate
+from runners.metrics_log import MetricsLog
 from runners.provenance import device_name, git_commit, package_versions
 from runners.records import SCHEMA_VERSION, checkpoint_path, record_path, run_id
-from tasks.datasets import LoadedDataset, load_transitions
+from tasks.datasets import dataset_metadata, load_transitions
 from tasks.registry import TaskSpec, get_task
 
 
@@ -49,14 +50,17 @@ class RunRequest:
     device: str = "auto"
     results: Path = Path("results")
     checkpoint_every: int = 10_000
-    log_every: int = 1_000  # metrics are synced (and checked for NaN) this often
+    check_every: int = 100  # losses are synced and checked for NaN/inf this often (one device sync each)
+    log_every: int = 1_000  # a row of training metrics goes to the run's CSV this often
     overwrite: bool = False
     progress: bool | None = None  # None: a bar only on a terminal
+    threads: int | None = None  # torch CPU threads (None: torch's default, all cores)
     config_file: dict[str, Any] = field(default_factory=dict)  # values from --config
     config_cli: dict[str, Any] = field(default_factory=dict)  # values from --field flags
 
     def validate(self) -> None:
-        for name in ("steps", "eval_every", "eval_episodes", "curve_episodes", "checkpoint_every", "log_every"):
+        for name in ("steps", "eval_every", "eval_episodes", "curve_episodes", "checkpoint_every", "check_every",
+                     "log_every"):
             value = getattr(self, name)
             minimum = 0 if name == "steps" else 1
             if not isinstance(value, int) or value < minimum:
@@ -80,8 +84,7 @@ def normalized_score(returns: np.ndarray | float, ref_min: float, ref_max: float
     return 100.0 * (np.asarray(returns, dtype=np.float64) - ref_min) / (ref_max - ref_min)
 
 
-def reference_scores(task: TaskSpec, dataset: LoadedDataset | None) -> tuple[float, float]:
-    meta = dataset.metadata if dataset else {}
+def reference_scores(task: TaskSpec, meta: dict[str, Any]) -> tuple[float, float]:
     ref_min = task.ref_min_score if task.ref_min_score is not None else meta.get("ref_min_score")
     ref_max = task.ref_max_score if task.ref_max_score is not None else meta.get("ref_max_score")
     if ref_min is None or ref_max is None or ref_max == ref_min:
@@ -98,7 +101,7 @@ class Prepared:
     algo_cls: type[Algorithm]
     task: TaskSpec
     config: Any
-    dataset: LoadedDataset | None
+    metadata: dict[str, Any]  # the dataset's ({} without one)
     ref_min: float
     ref_max: float
     config_hash: str
@@ -115,8 +118,8 @@ def prepare(req: RunRequest) -> Prepared:
                              f"but {task.id} is {task.kind}")
     config = build_config(algo_cls.Config, task_overrides(overrides_file(algo_cls), task.id),
                           req.config_file, req.config_cli)
-    dataset = load_transitions(task.dataset_id, task.build_command) if task.dataset_id else None
-    ref_min, ref_max = reference_scores(task, dataset)
+    metadata, metadata_hash = dataset_metadata(task.dataset_id, task.build_command) if task.dataset_id else ({}, None)
+    ref_min, ref_max = reference_scores(task, metadata)
     identity = {
         "schema_version": SCHEMA_VERSION,
         "algorithm": req.algo,
@@ -125,10 +128,10 @@ def prepare(req: RunRequest) -> Prepared:
         "protocol": {"steps": req.steps, "eval_every": req.eval_every, "eval_episodes": req.eval_episodes,
                      "curve_episodes": req.curve_episodes},
         "dataset_id": task.dataset_id,
-        "dataset_metadata_hash": dataset.metadata_hash if dataset else None,
+        "dataset_metadata_hash": metadata_hash,
     }
     config_hash = stable_hash(identity)
-    return Prepared(req, algo_cls, task, config, dataset, ref_min, ref_max, config_hash,
+    return Prepared(req, algo_cls, task, config, metadata, ref_min, ref_max, config_hash,
                     run_id(req.algo, task.id, req.seed, config_hash), identity)
 
 
@@ -166,8 +169,8 @@ def _check_finite(metrics: dict[str, Any], step: int, run: str) -> dict[str, flo
     values = {k: float(v) for k, v in metrics.items()}
     for k, v in values.items():
         if not math.isfinite(v):
-            raise CtrlbenchError(f"{run}: non-finite {k} = {v} at update {step}; "
-                                 "the run was stopped (try a lower learning rate)")
+            raise CtrlbenchError(f"{run}: non-finite {k} = {v} at update {step} (losses are checked every "
+                                 "--check-every updates); the run was stopped (try a lower learning rate)")
     return values
 
 
@@ -191,13 +194,16 @@ def execute(req: RunRequest, log: Callable[[str], None] = print) -> dict[str, An
         return json.loads(out.read_text())
 
     device = resolve_device(req.device)
+    if req.threads is not None:
+        torch.set_num_threads(req.threads)
+    dataset = load_transitions(p.task.dataset_id, p.task.build_command) if p.task.dataset_id else None
     make_env = make_env_factory(p.task)
     probe = make_env()
     obs_space, act_space = probe.observation_space, probe.action_space
     probe.close()
     seed_everything(req.seed)
     ctx = AlgoContext(observation_space=obs_space, action_space=act_space, device=device, seed=req.seed,
-                      total_updates=req.steps, dataset=p.dataset.transitions if p.dataset else None,
+                      total_updates=req.steps, dataset=dataset.transitions if dataset else None,
                       reward_dim=p.task.reward_dim, cost_limit=p.task.cost_limit)
     ctx.make_envs = lambda n: _CountingVectorEnv(gym.vector.SyncVectorEnv([make_env] * n), ctx)
     algo = p.algo_cls(p.config, ctx)
@@ -213,6 +219,7 @@ def execute(req: RunRequest, log: Callable[[str], None] = print) -> dict[str, An
         train_seconds, wall_before = state["train_seconds"], state["wall_seconds"]
         log(f"{p.run_id}: resuming from update {algo.step} ({ckpt})")
 
+    metrics_log = MetricsLog(req.results / "logs" / f"{p.run_id}.csv", resume_step=algo.step)
     policy = _checked_policy(algo, p.run_id)
     curve_seeds = episode_seeds(req.seed, CURVE_STREAM, req.curve_episodes)
     started = time.time()
@@ -221,7 +228,7 @@ def execute(req: RunRequest, log: Callable[[str], None] = print) -> dict[str, An
                disable=(not req.progress) if req.progress is not None else None, dynamic_ncols=True)
     while algo.step < req.steps:
         # Train until the next event (log / eval / checkpoint / end) without syncing the device.
-        events = (req.log_every, req.eval_every, req.checkpoint_every)
+        events = (req.check_every, req.log_every, req.eval_every, req.checkpoint_every)
         stop = min([req.steps] + [(algo.step // e + 1) * e for e in events])
         t0 = time.perf_counter()
         metrics: dict[str, Any] = {}
@@ -231,16 +238,21 @@ def execute(req: RunRequest, log: Callable[[str], None] = print) -> dict[str, An
         last_metrics = _check_finite(metrics, step, p.run_id)
         train_seconds += time.perf_counter() - t0
         bar.update(step - bar.n)
+        logged = dict(last_metrics) if step % req.log_every == 0 or step == req.steps else None
         if step % req.eval_every == 0 and step < req.steps:
             point = {"step": step, **_summary(evaluate(policy, make_env, curve_seeds), p.ref_min, p.ref_max),
                      "env_steps": ctx.env_steps, **last_metrics}
             curve.append(point)
             bar.set_postfix(score=f"{point['score_mean']:.1f}")
+            logged = {**last_metrics, "score": point["score_mean"], "eval_return": point["return_mean"]}
+        if logged is not None:
+            metrics_log.log(step, logged)
         if step % req.checkpoint_every == 0 and step < req.steps:
             save_checkpoint(ckpt, {"algorithm": algo.state_dict(), "rng": capture_rng_state(), "curve": curve,
                                    "train_seconds": train_seconds, "env_steps": ctx.env_steps,
                                    "wall_seconds": wall_before + time.time() - started, "run_id": p.run_id})
     bar.close()
+    metrics_log.close()
 
     final_result = evaluate(policy, make_env, episode_seeds(req.seed, FINAL_STREAM, req.eval_episodes))
     final = {"step": algo.step, **_summary(final_result, p.ref_min, p.ref_max),
@@ -257,7 +269,7 @@ def execute(req: RunRequest, log: Callable[[str], None] = print) -> dict[str, An
         "task_family": p.task.family,
         "ref_min_score": p.ref_min,
         "ref_max_score": p.ref_max,
-        "dataset_metadata": {k: v for k, v in (p.dataset.metadata if p.dataset else {}).items()
+        "dataset_metadata": {k: v for k, v in p.metadata.items()
                              if k not in ("observation_space", "action_space", "env_spec", "eval_env_spec")},
         "packages": package_versions(),
         "git_commit": git_commit(),

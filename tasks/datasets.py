@@ -41,6 +41,18 @@ def read_metadata(dataset_id: str) -> dict[str, Any]:
     return json.loads((dataset_dir(dataset_id) / "data" / "metadata.json").read_text())
 
 
+def dataset_metadata(dataset_id: str, build_command: str | None = None) -> tuple[dict[str, Any], str]:
+    """(metadata, its hash) without reading the data: enough to name a run and score it."""
+    if not dataset_exists(dataset_id):
+        raise _missing(dataset_id, build_command)
+    try:
+        metadata = read_metadata(dataset_id)
+    except (OSError, json.JSONDecodeError) as e:
+        raise CtrlbenchError(f"dataset {dataset_id}: metadata.json cannot be read ({type(e).__name__}); "
+                             "delete and rebuild it") from None
+    return metadata, stable_hash(metadata, 16)
+
+
 @dataclass
 class LoadedDataset:
     dataset_id: str
@@ -56,14 +68,12 @@ def _missing(dataset_id: str, build_command: str | None) -> CtrlbenchError:
 
 def load_transitions(dataset_id: str, build_command: str | None = None) -> LoadedDataset:
     """Flatten every episode into transitions; `terminals` = terminations only (not truncations)."""
-    if not dataset_exists(dataset_id):
-        raise _missing(dataset_id, build_command)
     import minari
 
     fix = f"rebuild it with `{build_command}`" if build_command else "delete and rebuild it"
+    metadata, metadata_hash = dataset_metadata(dataset_id, build_command)
     try:
         ds = minari.load_dataset(dataset_id)
-        metadata = read_metadata(dataset_id)
         columns: dict[str, list[np.ndarray]] = {k: [] for k in ("obs", "act", "rew", "next", "term", "ep", "cost")}
         for i, ep in enumerate(ds.iterate_episodes()):
             obs = np.asarray(ep.observations, dtype=np.float32)
@@ -92,7 +102,7 @@ def load_transitions(dataset_id: str, build_command: str | None = None) -> Loade
         episode_ids=np.concatenate(columns["ep"]),
         costs=costs,
     )
-    return LoadedDataset(dataset_id, data, metadata, stable_hash(metadata, 16))
+    return LoadedDataset(dataset_id, data, metadata, metadata_hash)
 
 
 @dataclass

@@ -1,0 +1,52 @@
+"""Per-run training metrics: a CSV under `<results>/logs/`, plus TensorBoard when it is installed."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+from typing import Any
+
+
+class MetricsLog:
+    """CSV of (step, metric...) rows, appended as training goes; on resume, rows past the checkpoint are dropped.
+
+    Columns are fixed by the first row (train metrics, then `score`/`eval_return`, empty where not evaluated).
+    """
+
+    def __init__(self, path: Path, resume_step: int = 0) -> None:
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.fields: list[str] | None = None
+        rows: list[dict[str, Any]] = []
+        if path.exists() and resume_step > 0:
+            with path.open(newline="") as f:
+                reader = csv.DictReader(f)
+                self.fields = list(reader.fieldnames or []) or None
+                rows = [r for r in reader if int(r["step"]) <= resume_step]
+        with path.open("w", newline="") as f:
+            if self.fields:
+                writer = csv.DictWriter(f, fieldnames=self.fields)
+                writer.writeheader()
+                writer.writerows(rows)
+        self._tb = None
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self._tb = SummaryWriter(log_dir=str(path.with_suffix("")) + "_tb", purge_step=resume_step or None)
+        except Exception:  # tensorboard is optional
+            self._tb = None
+
+    def log(self, step: int, values: dict[str, float]) -> None:
+        with self.path.open("a", newline="") as f:
+            if self.fields is None:
+                self.fields = ["step", *values, *(k for k in ("score", "eval_return") if k not in values)]
+                csv.DictWriter(f, fieldnames=self.fields).writeheader()
+            row = {k: v for k, v in {"step": step, **values}.items() if k in self.fields}
+            csv.DictWriter(f, fieldnames=self.fields).writerow(row)
+        if self._tb is not None:
+            for k, v in values.items():
+                self._tb.add_scalar(k, v, step)
+
+    def close(self) -> None:
+        if self._tb is not None:
+            self._tb.close()

@@ -1,0 +1,237 @@
+"""Sweeps: algorithms x tasks x seeds on a local process pool or a Ray cluster.
+
+Every run is an ordinary `execute(RunRequest)` in its own process, so a sweep writes exactly the records that
+single runs write. A run whose record exists (same resolved config) is skipped; a run that was killed resumes
+from its checkpoint; a run that raises is recorded under `<results>/failed/` with its error and log file, and
+the sweep goes on.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import contextlib
+import dataclasses
+import multiprocessing
+import os
+import sys
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from algorithms.core.errors import CtrlbenchError
+from algorithms.core.io import atomic_write_json
+from runners.records import record_path
+from runners.run import RunRequest, prepare
+
+
+@dataclass
+class SweepSpec:
+    algos: list[str]
+    tasks: list[str]
+    seeds: list[int]
+    steps: int = 1_000_000
+    eval_every: int = 5_000
+    eval_episodes: int = 50
+    curve_episodes: int = 10
+    checkpoint_every: int = 10_000
+    device: str = "cpu"
+    results: Path = Path("results")
+    overrides: dict[str, dict[str, Any]] = field(default_factory=dict)  # algo -> {field: value}
+    algo_modules: list[str] = field(default_factory=list)
+
+    def requests(self) -> list[RunRequest]:
+        return [RunRequest(algo=a, task=t, seed=s, steps=self.steps, eval_every=self.eval_every,
+                           eval_episodes=self.eval_episodes, curve_episodes=self.curve_episodes, device=self.device,
+                           results=self.results, checkpoint_every=self.checkpoint_every, progress=False,
+                           config_cli=dict(self.overrides.get(a, {})))
+                for a in self.algos for t in self.tasks for s in self.seeds]
+
+
+def parse_seeds(text: str) -> list[int]:
+    """'0-4' -> [0..4]; '0,3,7' -> [0, 3, 7]; ranges and lists mix ('0-2,9')."""
+    seeds: list[int] = []
+    try:
+        for part in str(text).split(","):
+            part = part.strip()
+            if "-" in part[1:]:
+                lo, hi = part.split("-", 1)
+                seeds += list(range(int(lo), int(hi) + 1))
+            elif part:
+                seeds.append(int(part))
+    except ValueError:
+        raise CtrlbenchError(f"--seeds {text!r}: use a range like 0-4 or a list like 0,1,2") from None
+    if not seeds:
+        raise CtrlbenchError("no seeds given")
+    return seeds
+
+
+def load_sweep_file(path: Path) -> dict[str, Any]:
+    """YAML: algos, tasks, seeds (list or '0-4'), steps, eval_every, ..., overrides: {algo: {field: value}}."""
+    if not path.exists():
+        raise CtrlbenchError(f"sweep file {path} does not exist")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise CtrlbenchError(f"sweep file {path} is not valid YAML: {str(e).splitlines()[0]}") from None
+    known = {f.name for f in dataclasses.fields(SweepSpec)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise CtrlbenchError(f"sweep file {path}: unknown keys {unknown}; known: {sorted(known)}")
+    for key in ("algos", "tasks"):
+        if isinstance(data.get(key), str):
+            data[key] = [x.strip() for x in data[key].split(",") if x.strip()]
+    if "seeds" in data and not isinstance(data["seeds"], list):
+        data["seeds"] = parse_seeds(data["seeds"])
+    return data
+
+
+def default_workers(device: str) -> int:
+    """One run per core on CPU; several runs share a GPU (small MLPs leave it mostly idle)."""
+    cores = os.cpu_count() or 1
+    if device.startswith("cuda"):
+        return max(1, min(cores, 4))
+    return max(1, cores)
+
+
+def _run_one(req: RunRequest, threads: int, algo_modules: list[str]) -> dict[str, Any]:
+    """Worker body: one run with its output in its own log file; never raises."""
+    import torch
+
+    from algorithms.core.registry import load_algo_module
+    from runners.run import execute
+
+    torch.set_num_threads(threads)
+    try:
+        for module in algo_modules:
+            load_algo_module(module)
+        name = prepare(req).run_id
+    except Exception:  # a bad config still gets a log and a failure record
+        name = f"{req.algo}__{req.task}__s{req.seed}"
+    log_path = req.results / "logs" / f"{name}.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    started = time.time()
+    with log_path.open("a") as log, contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
+        try:
+            record = execute(req, log=lambda m: print(m, flush=True))
+            return {"status": "ok", "run_id": record["run_id"], "score": record["final"]["score_mean"],
+                    "seconds": time.time() - started, "log": str(log_path)}
+        except BaseException as e:  # isolate every failure, including NaN checks and bad configs
+            traceback.print_exc(file=log)
+            message = str(e).splitlines()[0] if str(e) else type(e).__name__
+            failure = {"status": "failed", "algorithm": req.algo, "task": req.task, "seed": req.seed,
+                       "error": f"{type(e).__name__}: {message}", "log": str(log_path),
+                       "seconds": time.time() - started}
+            atomic_write_json(req.results / "failed" / f"{name}.json", failure)
+            return failure
+
+
+class Progress:
+    """done / running / failed / remaining and an ETA, printed on one line per change."""
+
+    def __init__(self, total: int, workers: int, out=sys.stdout) -> None:
+        self.total, self.workers, self.out = total, workers, out
+        self.done = self.failed = self.running = 0
+        self.durations: list[float] = []
+
+    def line(self) -> str:
+        remaining = self.total - self.done - self.failed
+        eta = ""
+        if self.durations:
+            mean = sum(self.durations) / len(self.durations)
+            eta = f", ETA {mean * max(0, remaining) / self.workers / 60:.1f} min"
+        return (f"sweep: {self.done} done, {self.running} running, {self.failed} failed, "
+                f"{remaining - self.running} queued{eta}")
+
+    def show(self) -> None:
+        print(self.line(), file=self.out, flush=True)
+
+
+def plan(spec: SweepSpec) -> tuple[list[RunRequest], list[RunRequest]]:
+    """(to run, already recorded). Resolves every config first, so a bad sweep fails before anything starts."""
+    from algorithms.core.registry import load_algo_module
+
+    for module in spec.algo_modules:
+        load_algo_module(module)
+    todo, skipped = [], []
+    for req in spec.requests():
+        p = prepare(req)
+        (skipped if record_path(req.results, p.run_id).exists() else todo).append(req)
+    return todo, skipped
+
+
+def run_sweep(spec: SweepSpec, workers: int | None = None, backend: str = "local", address: str | None = None,
+              gpus_per_run: float | None = None, out=sys.stdout) -> list[dict[str, Any]]:
+    todo, skipped = plan(spec)
+    workers = workers or default_workers(spec.device)
+    print(f"sweep: {len(spec.requests())} runs, {len(skipped)} already recorded, {len(todo)} to run "
+          f"on {workers} {backend} worker(s)", file=out, flush=True)
+    if not todo:
+        return []
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    if backend == "ray":
+        return _run_ray(todo, spec, workers, threads, address, gpus_per_run, out)
+    if backend != "local":
+        raise CtrlbenchError(f"unknown --backend {backend!r}; use local or ray")
+    progress = Progress(len(todo), workers, out)
+    results: list[dict[str, Any]] = []
+    ctx = multiprocessing.get_context("spawn")  # a clean interpreter per worker: no forked torch state
+    with cf.ProcessPoolExecutor(max_workers=workers, mp_context=ctx, max_tasks_per_child=1) as pool:
+        futures = {pool.submit(_run_one, req, threads, spec.algo_modules): req for req in todo}
+        progress.running = min(workers, len(todo))
+        progress.show()
+        for fut in cf.as_completed(futures):
+            result = fut.result()
+            results.append(result)
+            if result["status"] == "ok":
+                progress.done += 1
+                progress.durations.append(result["seconds"])
+            else:
+                progress.failed += 1
+            progress.running = min(workers, len(todo) - progress.done - progress.failed)
+            progress.show()
+    return results
+
+
+def _run_ray(todo: list[RunRequest], spec: SweepSpec, workers: int, threads: int, address: str | None,
+             gpus_per_run: float | None, out) -> list[dict[str, Any]]:
+    try:
+        import ray
+    except ImportError:
+        raise CtrlbenchError("--backend ray needs Ray: pip install 'ctrlbench[ray]'") from None
+    if not ray.is_initialized():
+        kwargs: dict[str, Any] = {"address": address} if address else {"num_cpus": workers}
+        ray.init(log_to_driver=False, include_dashboard=False, **kwargs)
+    gpus = gpus_per_run if gpus_per_run is not None else (0.25 if spec.device.startswith("cuda") else 0)
+    remote = ray.remote(num_cpus=threads, num_gpus=gpus)(_run_one)
+    progress = Progress(len(todo), workers, out)
+    pending = {remote.remote(req, threads, spec.algo_modules): req for req in todo}
+    results = []
+    progress.running = min(workers, len(todo))
+    while pending:
+        ready, _ = ray.wait(list(pending), num_returns=1)
+        for ref in ready:
+            pending.pop(ref)
+            result = ray.get(ref)
+            results.append(result)
+            if result["status"] == "ok":
+                progress.done += 1
+                progress.durations.append(result["seconds"])
+            else:
+                progress.failed += 1
+        progress.running = min(workers, len(pending))
+        progress.show()
+    return results
+
+
+def summarize(results: list[dict[str, Any]], out=sys.stdout) -> int:
+    """Print the end-of-sweep summary; the exit code is 1 when any run failed."""
+    ok = [r for r in results if r["status"] == "ok"]
+    failed = [r for r in results if r["status"] != "ok"]
+    print(f"sweep finished: {len(ok)} ok, {len(failed)} failed", file=out)
+    for r in failed:
+        print(f"  FAILED {r['algorithm']} {r['task']} seed {r['seed']}: {r['error']} (log: {r['log']})", file=out)
+    return 1 if failed else 0

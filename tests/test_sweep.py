@@ -1,0 +1,135 @@
+"""Sweeps: a 2-worker local sweep, skip on rerun, isolated failures, kill -9 + resume, the Ray backend."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from algorithms.core.errors import CtrlbenchError
+from runners.sweep import SweepSpec, parse_seeds, run_sweep, summarize
+from tests.conftest import REPO, TINY, run_cli
+
+SWEEP = ("sweep", "--algos", "bc,td3_bc", "--tasks", "smoke-v0", "--seeds", "0-1", "--steps", "40",
+         "--eval-every", "20", "--eval-episodes", "3", "--curve-episodes", "2", "--workers", "2")
+
+NAN_ALGO = '''
+from dataclasses import dataclass
+import numpy as np, torch
+from algorithms.core.contract import Algorithm
+from algorithms.core.registry import register
+
+@dataclass
+class NanConfig:
+    blow_up_at: int = 5  # the update that returns a NaN loss
+
+@register("nan_algo", kinds=("offline",))
+class NanAlgo(Algorithm):
+    Config = NanConfig
+    def update(self):
+        self.step += 1
+        return {"loss": torch.tensor(float("nan") if self.step >= self.config.blow_up_at else 1.0)}
+    def act(self, obs, weight=None):
+        return np.zeros((len(obs), self.ctx.act_dim), np.float32)
+'''
+
+
+def test_parse_seeds() -> None:
+    assert parse_seeds("0-2,7") == [0, 1, 2, 7]
+    with pytest.raises(CtrlbenchError):
+        parse_seeds("a-b")
+
+
+def test_two_worker_sweep_then_rerun_starts_nothing(minari_root: Path, tmp_path: Path) -> None:
+    res = run_cli(*SWEEP, "--results", str(tmp_path), minari=minari_root)
+    assert res.returncode == 0, res.stdout + res.stderr
+    records = sorted((tmp_path / "runs").glob("*.json"))
+    assert len(records) == 4
+    assert {json.loads(p.read_text())["seed"] for p in records} == {0, 1}
+    assert "4 done, 0 running, 0 failed" in res.stdout
+    assert len(list((tmp_path / "logs").glob("*.csv"))) == 4 and len(list((tmp_path / "logs").glob("*.log"))) == 4
+    mtimes = [p.stat().st_mtime for p in records]
+    again = run_cli(*SWEEP, "--results", str(tmp_path), minari=minari_root)
+    assert again.returncode == 0 and "4 already recorded, 0 to run" in again.stdout
+    assert [p.stat().st_mtime for p in sorted((tmp_path / "runs").glob("*.json"))] == mtimes
+
+
+def test_failing_run_is_isolated_and_reported(minari_root: Path, tmp_path: Path) -> None:
+    module = tmp_path / "nan_algo.py"
+    module.write_text(NAN_ALGO)
+    spec = SweepSpec(algos=["nan_algo", "bc"], tasks=["smoke-v0"], seeds=[0], steps=200, eval_every=100,
+                     eval_episodes=2, curve_episodes=2, results=tmp_path / "r", algo_modules=[str(module)])
+    spec_log = tmp_path / "out.txt"
+    with spec_log.open("w") as out:
+        results = run_sweep(spec, workers=2, out=out)
+        code = summarize(results, out=out)
+    assert code == 1
+    failed = [r for r in results if r["status"] == "failed"]
+    assert len(failed) == 1 and "non-finite loss" in failed[0]["error"] and "update 100" in failed[0]["error"]
+    assert Path(failed[0]["log"]).exists()
+    assert len(list((tmp_path / "r" / "runs").glob("*.json"))) == 1  # bc finished
+    assert len(list((tmp_path / "r" / "failed").glob("*.json"))) == 1
+    assert "FAILED nan_algo smoke-v0 seed 0" in spec_log.read_text()
+
+
+def test_sigkill_mid_run_resumes_to_the_same_final_score(minari_root: Path, tmp_path: Path) -> None:
+    args = ["run", "--algo", "td3_bc", "--task", "smoke-v0", "--seed", "2", "--steps", "600", "--eval-every", "100",
+            "--eval-episodes", "4", "--curve-episodes", "2", "--checkpoint-every", "100", "--no-progress",
+            "--threads", "1"]
+    ref = run_cli(*args, "--results", str(tmp_path / "a"), minari=minari_root)
+    assert ref.returncode == 0, ref.stderr
+    env = dict(os.environ, MINARI_DATASETS_PATH=str(minari_root), PYTHONPATH=str(REPO))
+    proc = subprocess.Popen([sys.executable, "-m", "runners.cli", *args, "--results", str(tmp_path / "b")],
+                            env=env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    ckpts = tmp_path / "b" / "checkpoints"
+    deadline = time.time() + 120
+    while not (ckpts.exists() and list(ckpts.glob("*.pt"))) and time.time() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert list(ckpts.glob("*.pt")), "the run should have written a checkpoint before being killed"
+    assert not (tmp_path / "b" / "runs").exists() or not list((tmp_path / "b" / "runs").iterdir())
+    resumed = run_cli(*args, "--results", str(tmp_path / "b"), minari=minari_root)
+    assert resumed.returncode == 0, resumed.stderr
+    (a,) = [json.loads(p.read_text()) for p in (tmp_path / "a" / "runs").glob("*.json")]
+    (b,) = [json.loads(p.read_text()) for p in (tmp_path / "b" / "runs").glob("*.json")]
+    assert b["final"]["returns"] == a["final"]["returns"]
+    assert b["final"]["score_mean"] == a["final"]["score_mean"]
+
+
+def test_bad_sweep_fails_before_anything_runs(minari_root: Path, tmp_path: Path) -> None:
+    res = run_cli("sweep", "--algos", "bc,nope", "--tasks", "smoke-v0", *TINY[:2], "--results", str(tmp_path),
+                  minari=minari_root)
+    assert res.returncode != 0 and "unknown algorithm 'nope'" in res.stderr and "Traceback" not in res.stderr
+    assert not (tmp_path / "runs").exists()
+
+
+def test_sweep_file_with_per_algorithm_overrides(minari_root: Path, tmp_path: Path) -> None:
+    sweep = tmp_path / "sweep.yaml"
+    sweep.write_text("algos: [td3_bc]\ntasks: [smoke-v0]\nseeds: 0-0\nsteps: 20\neval_every: 20\n"
+                     "eval_episodes: 2\ncurve_episodes: 2\noverrides:\n  td3_bc: {alpha: 4.0}\n")
+    res = run_cli("sweep", "--file", str(sweep), "--results", str(tmp_path / "r"), "--workers", "1",
+                  minari=minari_root)
+    assert res.returncode == 0, res.stdout + res.stderr
+    (record,) = [json.loads(p.read_text()) for p in (tmp_path / "r" / "runs").glob("*.json")]
+    assert record["config"]["alpha"] == 4.0
+
+
+def test_ray_backend_writes_the_same_records(minari_root: Path, tmp_path: Path) -> None:
+    pytest.importorskip("ray")
+    local = run_cli(*SWEEP, "--results", str(tmp_path / "local"), minari=minari_root)
+    assert local.returncode == 0, local.stderr
+    ray_run = run_cli(*SWEEP, "--backend", "ray", "--results", str(tmp_path / "ray"), minari=minari_root)
+    assert ray_run.returncode == 0, ray_run.stdout + ray_run.stderr
+    names = lambda d: sorted(p.name for p in (tmp_path / d / "runs").glob("*.json"))  # noqa: E731
+    assert names("ray") == names("local") and len(names("ray")) == 4
+    for name in names("local"):
+        a = json.loads((tmp_path / "local" / "runs" / name).read_text())
+        b = json.loads((tmp_path / "ray" / "runs" / name).read_text())
+        assert a["final"]["returns"] == b["final"]["returns"]
