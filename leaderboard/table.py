@@ -1,49 +1,121 @@
-"""Records -> a per-task table: rows algorithms, columns tasks, cells mean +- std (n seeds)."""
+"""Records -> tables: per (algorithm, task) statistics over seeds, and per-algorithm aggregates over tasks."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
-from algorithms.core.io import atomic_write_text
+from leaderboard.stats import AGGREGATES, interval_estimate, probability_of_improvement, t_interval
 from runners.records import load_records
 
+RUN_COLUMNS = ["algorithm", "task", "task_kind", "task_family", "seed", "config_hash", "steps", "final_score",
+               "best_score", "final_return", "dataset_id", "dataset_metadata_hash"]
 
-def records_frame(results_dir: str | Path) -> pd.DataFrame:
-    """One row per finished run: algorithm, task, seed, final and best normalized scores."""
+
+def select_records(results_dir: str | Path, algos: Sequence[str] | None = None, tasks: Sequence[str] | None = None,
+                   kinds: Sequence[str] | None = None) -> list[dict]:
+    """Finished runs, optionally filtered by algorithm, task and task kind."""
+    return [r for r in load_records(results_dir) if r.get("status") == "ok"
+            and (not algos or r["algorithm"] in algos) and (not tasks or r["task"] in tasks)
+            and (not kinds or r.get("task_kind", "offline") in kinds)]
+
+
+def records_frame(results_dir: str | Path, algos: Sequence[str] | None = None, tasks: Sequence[str] | None = None,
+                  kinds: Sequence[str] | None = None) -> pd.DataFrame:
+    """One row per finished run."""
+    return runs_frame(select_records(results_dir, algos, tasks, kinds))
+
+
+def runs_frame(records: list[dict]) -> pd.DataFrame:
     rows = [{
-        "algorithm": r["algorithm"], "task": r["task"], "seed": r["seed"], "config_hash": r["config_hash"],
+        "algorithm": r["algorithm"], "task": r["task"], "task_kind": r.get("task_kind", "offline"),
+        "task_family": r.get("task_family", ""), "seed": r["seed"], "config_hash": r["config_hash"],
         "steps": r["protocol"]["steps"], "final_score": r["final"]["score_mean"],
         "best_score": r["best"]["score_mean"], "final_return": r["final"]["return_mean"],
-    } for r in load_records(results_dir) if r.get("status") == "ok"]
-    columns = ["algorithm", "task", "seed", "config_hash", "steps", "final_score", "best_score", "final_return"]
-    return pd.DataFrame(rows, columns=columns)
+        "dataset_id": r.get("dataset_id"), "dataset_metadata_hash": r.get("dataset_metadata_hash"),
+    } for r in records]
+    return pd.DataFrame(rows, columns=RUN_COLUMNS)
+
+
+def curves_frame(records: list[dict]) -> pd.DataFrame:
+    """Learning curves: one row per (run, evaluation point), the final evaluation included."""
+    rows = [{"algorithm": r["algorithm"], "task": r["task"], "seed": r["seed"], "step": p["step"],
+             "score": p["score_mean"]} for r in records for p in [*r["curve"], r["final"]]]
+    return pd.DataFrame(rows, columns=["algorithm", "task", "seed", "step", "score"])
 
 
 def per_task_stats(df: pd.DataFrame) -> pd.DataFrame:
-    """mean, std (ddof=0 over seeds) and seed count of the final normalized score."""
-    grouped = df.groupby(["algorithm", "task"])["final_score"]
-    return grouped.agg(mean="mean", std=lambda x: x.std(ddof=0), n="count").reset_index()
+    """Per (algorithm, task): mean, std (ddof=0), Student-t 95% CI and seed count of the final score;
+    mean of the best score as a secondary column."""
+    rows = []
+    for (algo, task), g in df.groupby(["algorithm", "task"], sort=True):
+        scores = g["final_score"].to_numpy()
+        low, high = t_interval(scores)
+        rows.append({"algorithm": algo, "task": task, "family": g["task_family"].iloc[0],
+                     "mean": scores.mean(), "std": scores.std(), "ci_low": low, "ci_high": high,
+                     "n": len(scores), "best_mean": g["best_score"].mean(), "steps": int(g["steps"].max())})
+    return pd.DataFrame(rows, columns=["algorithm", "task", "family", "mean", "std", "ci_low", "ci_high", "n",
+                                       "best_mean", "steps"])
 
 
-def markdown_table(df: pd.DataFrame) -> str:
+def score_sets(df: pd.DataFrame, tasks: Sequence[str]) -> dict[str, list[np.ndarray]]:
+    """Per algorithm, one array of final scores per task; only algorithms that ran every task."""
+    sets = {}
+    for algo, g in df.groupby("algorithm"):
+        per_task = [g.loc[g["task"] == t, "final_score"].to_numpy() for t in tasks]
+        if all(len(s) for s in per_task):
+            sets[algo] = per_task
+    return sets
+
+
+def aggregate_stats(df: pd.DataFrame, reps: int = 2000, seed: int = 0) -> pd.DataFrame:
+    """Per algorithm over all tasks: mean, median, IQM and optimality gap with stratified-bootstrap 95% CIs."""
+    tasks = sorted(df["task"].unique())
+    rows = []
+    for algo, scores in score_sets(df, tasks).items():
+        row: dict = {"algorithm": algo, "tasks": len(tasks), "runs": int(sum(len(s) for s in scores))}
+        for name, fn in AGGREGATES.items():
+            point, low, high = interval_estimate(scores, fn, reps=reps, seed=seed)
+            row.update({name: point, f"{name}_low": low, f"{name}_high": high})
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def improvement_matrix(df: pd.DataFrame) -> pd.DataFrame:
+    """P(row algorithm > column algorithm) over the tasks both ran."""
+    tasks = sorted(df["task"].unique())
+    sets = score_sets(df, tasks)
+    algos = sorted(sets)
+    return pd.DataFrame([[probability_of_improvement(sets[a], sets[b]) if a != b else np.nan for b in algos]
+                         for a in algos], index=algos, columns=algos)
+
+
+def markdown_table(df: pd.DataFrame, reps: int = 2000) -> str:
     if df.empty:
         return "_no result records yet: run `ctrlbench run ...` first_"
     stats = per_task_stats(df)
-    tasks = sorted(stats["task"].unique())
-    algos = sorted(stats["algorithm"].unique())
-    cell = {(r.algorithm, r.task): f"{r.mean:.1f} ± {r.std:.1f} ({r.n})" for r in stats.itertuples()}
-    lines = ["| algorithm | " + " | ".join(tasks) + " |", "|---|" + "---|" * len(tasks)]
-    for a in algos:
-        lines.append(f"| {a} | " + " | ".join(cell.get((a, t), "–") for t in tasks) + " |")
-    lines.append("")
-    lines.append("Final normalized score (100 = expert, 0 = random): mean ± std over seeds (number of seeds).")
-    return "\n".join(lines)
-
-
-def write_leaderboard(results_dir: str | Path, out_dir: str | Path) -> tuple[str, Path]:
-    markdown = markdown_table(records_frame(results_dir))
-    path = Path(out_dir) / "leaderboard.md"
-    atomic_write_text(path, markdown + "\n")
-    return markdown, path
+    out: list[str] = []
+    for family, fam in stats.groupby("family", sort=True):
+        tasks = sorted(fam["task"].unique())
+        algos = sorted(fam["algorithm"].unique())
+        cell = {(r.algorithm, r.task): f"{r.mean:.1f} ± {r.std:.1f} ({r.n})" for r in fam.itertuples()}
+        if len(stats["family"].unique()) > 1:
+            out.append(f"**{family}**\n")
+        out.append("| algorithm | " + " | ".join(tasks) + " |")
+        out.append("|---|" + "---|" * len(tasks))
+        for a in algos:
+            out.append(f"| {a} | " + " | ".join(cell.get((a, t), "–") for t in tasks) + " |")
+        out.append("")
+    out.append("Final normalized score (100 = expert, 0 = random): mean ± std over seeds (number of seeds).")
+    agg = aggregate_stats(df, reps=reps)
+    if len(df["task"].unique()) > 1 and not agg.empty:
+        out += ["", "| algorithm | mean | median | IQM | optimality gap |", "|---|---|---|---|---|"]
+        for r in agg.sort_values("iqm", ascending=False).itertuples():
+            cells = [f"{getattr(r, m):.1f} [{getattr(r, m + '_low'):.1f}, {getattr(r, m + '_high'):.1f}]"
+                     for m in ("mean", "median", "iqm", "optimality_gap")]
+            out.append(f"| {r.algorithm} | " + " | ".join(cells) + " |")
+        out += ["", "Aggregates over tasks with stratified-bootstrap 95% CIs (rliable's definitions)."]
+    return "\n".join(out)

@@ -115,16 +115,33 @@ def cmd_list(argv: list[str]) -> int:
     return 0
 
 
-def cmd_leaderboard(argv: list[str]) -> int:
-    from leaderboard.table import write_leaderboard
+def _csv(text: str | None) -> list[str] | None:
+    return [x.strip() for x in text.split(",") if x.strip()] if text else None
 
-    parser = _Parser(prog="ctrlbench leaderboard", description="Tables from the result records alone.")
+
+def cmd_leaderboard(argv: list[str]) -> int:
+    from leaderboard.report import update_readme, write_leaderboard
+
+    parser = _Parser(prog="ctrlbench leaderboard", description="Tables, figures and a page from the records alone.")
     parser.add_argument("--results", type=Path, default=Path("results"))
-    parser.add_argument("--out", type=Path, help="output directory (default: <results>)")
+    parser.add_argument("--out", type=Path, help="output directory (default: <results>/leaderboard)")
+    parser.add_argument("--algos", help="only these algorithms (comma-separated)")
+    parser.add_argument("--tasks", help="only these tasks (comma-separated)")
+    parser.add_argument("--kinds", help="only these task kinds (offline, safe, multi-objective, ...)")
+    parser.add_argument("--no-plots", action="store_true", help="skip the figures")
+    parser.add_argument("--readme", type=Path, help="also replace the leaderboard section of this README")
     args = parser.parse_args(argv)
-    markdown, path = write_leaderboard(args.results, args.out or args.results)
-    print(markdown)
-    print(f"\nwritten to {path}")
+    if not (args.results / "runs").is_dir():
+        raise CtrlbenchError(f"no records under {args.results / 'runs'}; run `ctrlbench run` or `ctrlbench sweep`")
+    report = write_leaderboard(args.results, args.out or args.results / "leaderboard", _csv(args.algos),
+                               _csv(args.tasks), _csv(args.kinds), plots=not args.no_plots)
+    if args.readme:
+        try:
+            update_readme(args.readme, report.markdown)
+        except ValueError as e:
+            raise CtrlbenchError(str(e)) from None
+    print(report.markdown)
+    print(f"\nwrote {len(report.files)} files to {(args.out or args.results / 'leaderboard')}")
     return 0
 
 
@@ -138,7 +155,7 @@ def cmd_datasets(argv: list[str]) -> int:
 
 def cmd_demo(argv: list[str]) -> int:
     """The README's first command: build the default task, train BC and TD3+BC briefly, print the table."""
-    from leaderboard.table import write_leaderboard
+    from leaderboard.report import write_leaderboard
     from runners.run import RunRequest, execute
     from tasks.datasets import dataset_exists
     from tasks.registry import get_task
@@ -159,8 +176,8 @@ def cmd_demo(argv: list[str]) -> int:
                                         eval_every=max(1, args.steps // 5), eval_episodes=50,
                                         results=args.results, checkpoint_every=args.steps))
             print(f"{algo} seed {seed}: final score {record['final']['score_mean']:.1f}")
-    markdown, path = write_leaderboard(args.results, args.results)
-    print("\n" + markdown + f"\n\nwritten to {path}")
+    report = write_leaderboard(args.results, args.results / "leaderboard")
+    print("\n" + report.markdown + f"\n\nleaderboard, figures and page written to {args.results / 'leaderboard'}")
     return 0
 
 
@@ -209,16 +226,42 @@ def cmd_sweep(argv: list[str]) -> int:
     return summarize(results)
 
 
-COMMANDS = {"run": cmd_run, "sweep": cmd_sweep, "list": cmd_list, "leaderboard": cmd_leaderboard,
+def cmd_check(argv: list[str]) -> int:
+    from leaderboard.check import DEFAULT_MARGIN, check, load_bands, write_bands
+    from runners.records import load_records
+
+    parser = _Parser(prog="ctrlbench check", description="Fail when a score drops below its reference band.")
+    parser.add_argument("--results", type=Path, default=Path("results"), help="records to check")
+    parser.add_argument("--bands", type=Path, default=Path("results/bands.json"), help="versioned bands file")
+    parser.add_argument("--update-bands", action="store_true",
+                        help="derive the bands from the records under --results and write --bands")
+    parser.add_argument("--margin", type=float, default=DEFAULT_MARGIN,
+                        help="band half-width beyond 2 std, in normalized-score points (default: %(default)s)")
+    parser.add_argument("--allow-unbanded", action="store_true", help="records without a band do not fail")
+    args = parser.parse_args(argv)
+    if args.update_bands:
+        bands = write_bands(args.results, args.bands, args.margin)
+        print(f"wrote {len(bands['bands'])} bands to {args.bands}")
+        return 0
+    records = load_records(args.results)
+    if not records:
+        raise CtrlbenchError(f"no records under {args.results / 'runs'} to check")
+    result = check(records, load_bands(args.bands))
+    print(result.report())
+    return 1 if result.failures or (result.unbanded and not args.allow_unbanded) else 0
+
+
+COMMANDS = {"run": cmd_run, "sweep": cmd_sweep, "check": cmd_check, "list": cmd_list, "leaderboard": cmd_leaderboard,
             "datasets": cmd_datasets, "demo": cmd_demo}
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
-        usage = ("usage: ctrlbench {run,sweep,list,leaderboard,datasets,demo} ...\n"
+        usage = ("usage: ctrlbench {run,sweep,check,list,leaderboard,datasets,demo} ...\n"
                  "  run          train one algorithm on one task (`ctrlbench run --algo td3_bc --help`)\n"
                  "  sweep        algorithms x tasks x seeds on a process pool or Ray, resumable\n"
+                 "  check        score-regression check of records against reference bands\n"
                  "  list         list algorithms or tasks\n"
                  "  leaderboard  tables from the result records\n"
                  "  datasets     build and list datasets\n"

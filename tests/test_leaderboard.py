@@ -1,0 +1,100 @@
+"""Leaderboard outputs from records, and the score-regression check against committed bands."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+
+from leaderboard.check import check, derive_bands, load_bands
+from leaderboard.report import README_END, README_START, update_readme, write_leaderboard
+from runners.records import load_records
+from tests.conftest import REPO, run_cli
+
+REGRESSION = REPO / "results" / "regression"
+
+
+class _Collector(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.tags: list[str] = []
+        self.text: list[str] = []
+
+    def handle_starttag(self, tag, attrs) -> None:
+        self.tags.append(tag)
+
+    def handle_data(self, data) -> None:
+        self.text.append(data)
+
+
+def test_leaderboard_writes_every_output(tmp_path: Path) -> None:
+    report = write_leaderboard(REGRESSION, tmp_path, reps=200)
+    names = {p.name for p in report.files}
+    assert {"leaderboard.md", "runs.csv", "per_task.csv", "aggregate.csv", "index.html",
+            "learning_curves.png", "learning_curves.svg", "performance_profiles.svg",
+            "interval_estimates.png"} <= names
+    page = _Collector()
+    page.feed((tmp_path / "index.html").read_text())
+    text = " ".join(page.text)
+    for algo in {r["algorithm"] for r in load_records(REGRESSION)}:
+        assert algo in text
+    assert "table" in page.tags and "svg" in page.tags and "script" in page.tags
+    assert "Protocol" in text and "ctrlbench/pendulum/smoke-v0" in text
+
+
+def test_filters_restrict_the_table(tmp_path: Path) -> None:
+    report = write_leaderboard(REGRESSION, tmp_path, algos=["bc"], plots=False, reps=100)
+    assert "| bc |" in report.markdown and "td3_bc" not in report.markdown
+
+
+def test_readme_section_is_replaced(tmp_path: Path) -> None:
+    readme = tmp_path / "README.md"
+    readme.write_text(f"intro\n{README_START}\nold\n{README_END}\noutro\n")
+    update_readme(readme, "| new | table |")
+    assert readme.read_text() == f"intro\n{README_START}\n| new | table |\n{README_END}\noutro\n"
+
+
+def test_committed_bands_pass_on_reference_records() -> None:
+    result = check(load_records(REGRESSION), load_bands(REGRESSION / "bands.json"))
+    assert not result.failures and not result.unbanded and len(result.passed) == 9
+
+
+def test_derived_bands_match_the_committed_file() -> None:
+    committed = load_bands(REGRESSION / "bands.json")
+    fresh = derive_bands(load_records(REGRESSION), committed["margin"])
+    assert fresh["bands"] == committed["bands"]
+
+
+def test_check_fails_naming_algorithm_and_task_on_a_degraded_record(tmp_path: Path) -> None:
+    shutil.copytree(REGRESSION / "runs", tmp_path / "runs")
+    bands = load_bands(REGRESSION / "bands.json")
+    victim = sorted((tmp_path / "runs").glob("td3_bc*.json"))[0]
+    record = json.loads(victim.read_text())
+    band = next(b for b in bands["bands"].values() if b["algorithm"] == "td3_bc")
+    record["final"]["score_mean"] = band["low"] - 1.0
+    victim.write_text(json.dumps(record))
+    res = run_cli("check", "--results", str(tmp_path), "--bands", str(REGRESSION / "bands.json"))
+    assert res.returncode == 1
+    assert f"REGRESSION td3_bc on smoke-v0 seed {record['seed']}: expected {band['low']:.1f}" in res.stdout
+
+
+@pytest.mark.parametrize("bad", ["missing", "garbage"])
+def test_bad_bands_file_is_one_line(tmp_path: Path, bad: str) -> None:
+    bands = tmp_path / "bands.json"
+    if bad == "garbage":
+        bands.write_text("{not json")
+    res = run_cli("check", "--results", str(REGRESSION), "--bands", str(bands))
+    assert res.returncode == 1 and "Traceback" not in res.stderr and len(res.stderr.strip().splitlines()) == 1
+
+
+def test_regression_suite_reproduces_within_committed_bands(minari_root: Path, tmp_path: Path) -> None:
+    """The CI regression suite: rerun the committed sweep and check it against the committed bands."""
+    res = run_cli("sweep", "--file", str(REGRESSION / "sweep.yaml"), "--results", str(tmp_path), "--workers", "2",
+                  minari=minari_root)
+    assert res.returncode == 0, res.stdout + res.stderr
+    verdict = run_cli("check", "--results", str(tmp_path), "--bands", str(REGRESSION / "bands.json"))
+    assert verdict.returncode == 0, verdict.stdout
+    assert "9 within band" in verdict.stdout or "0 below, 0 without a band" in verdict.stdout
