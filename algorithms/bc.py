@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from algorithms.core.config import require
 from algorithms.core.contract import AlgoContext, Algorithm
 from algorithms.core.data import Batch, TransitionData, offline_sampler
-from algorithms.core.nets import DeterministicActor
+from algorithms.core.nets import DeterministicActor, adam
 from algorithms.core.registry import register
 
 
@@ -55,7 +55,7 @@ class BC(Algorithm):
         data = keep_best_episodes(ctx.require_dataset("bc"), config.top_fraction)
         self.normalizer, self.sampler = offline_sampler(data, self.device, ctx.seed, config.normalize)
         self.actor = DeterministicActor(ctx.obs_dim, ctx.act_dim, ctx.max_action, config.hidden).to(self.device)
-        self.optimizer = torch.optim.Adam(self.actor.parameters(), lr=config.lr)
+        self.optimizer = adam(self.actor.parameters(), lr=config.lr)
 
     def update(self) -> dict[str, torch.Tensor]:
         self.step += 1

@@ -29,7 +29,7 @@ from torch import nn
 from algorithms.core.config import require
 from algorithms.core.contract import AlgoContext, Algorithm
 from algorithms.core.data import Batch, offline_sampler, scale_rewards_by_return_range
-from algorithms.core.nets import EnsembleQ, TanhGaussianActor, orthogonal_init_, soft_update
+from algorithms.core.nets import EnsembleQ, TanhGaussianActor, adam, frozen, orthogonal_init_, soft_update
 from algorithms.core.registry import register
 
 
@@ -119,17 +119,17 @@ class CQL(Algorithm):
         self.target_entropy = config.target_entropy if config.target_entropy is not None else -float(ctx.act_dim)
 
         self.actor = TanhGaussianActor(ctx.obs_dim, ctx.act_dim, ctx.max_action, config.hidden).to(self.device)
-        self.actor_optimizer = torch.optim.Adam(self.actor.parameters(), lr=config.actor_lr)
+        self.actor_optimizer = adam(self.actor.parameters(), lr=config.actor_lr)
         self.critic = EnsembleQ(ctx.obs_dim, ctx.act_dim, config.hidden, n=2)
         if config.orthogonal_init:
             orthogonal_init_(self.critic)
         self.critic.to(self.device)
         self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
-        self.critic_optimizer = torch.optim.Adam(self.critic.parameters(), lr=config.critic_lr)
+        self.critic_optimizer = adam(self.critic.parameters(), lr=config.critic_lr)
         self.log_alpha = nn.Parameter(torch.zeros((), device=self.device))
-        self.alpha_optimizer = torch.optim.Adam([self.log_alpha], lr=config.actor_lr)
+        self.alpha_optimizer = adam([self.log_alpha], lr=config.actor_lr)
         self.log_alpha_prime = nn.Parameter(torch.ones((), device=self.device))  # CORL Scalar(1.0)
-        self.alpha_prime_optimizer = torch.optim.Adam([self.log_alpha_prime], lr=config.critic_lr)
+        self.alpha_prime_optimizer = adam([self.log_alpha_prime], lr=config.critic_lr)
 
     def state_dict(self) -> dict:
         state = super().state_dict()
@@ -152,7 +152,8 @@ class CQL(Algorithm):
         new_a, logp = self.actor(batch.observations)
         alpha_loss = -(self.log_alpha * (logp + self.target_entropy).detach()).mean()
         alpha = self.log_alpha.exp().detach() * cfg.alpha_multiplier
-        q_new = self.critic(batch.observations, new_a).min(dim=0).values
+        with frozen(self.critic):  # the actor loss needs dQ/da only
+            q_new = self.critic(batch.observations, new_a).min(dim=0).values
         pi_loss = (alpha * logp - q_new).mean()
 
         # Critic: TD + conservative penalty.
@@ -179,7 +180,7 @@ class CQL(Algorithm):
         self.actor_optimizer.zero_grad(set_to_none=True)
         pi_loss.backward()
         self.actor_optimizer.step()
-        self.critic_optimizer.zero_grad(set_to_none=True)  # drops the actor loss's gradient on the critics
+        self.critic_optimizer.zero_grad(set_to_none=True)
         critic_loss.backward()
         self.critic_optimizer.step()
         soft_update(self.critic_target, self.critic, cfg.tau)

@@ -25,7 +25,7 @@ from torch import nn
 from algorithms.core.config import require
 from algorithms.core.contract import AlgoContext, Algorithm
 from algorithms.core.data import Batch, offline_sampler, scale_rewards_by_return_range
-from algorithms.core.nets import EnsembleQ, mlp, soft_update
+from algorithms.core.nets import EnsembleQ, adam, mlp, soft_update
 from algorithms.core.registry import register
 
 EXP_ADV_MAX = 100.0
@@ -121,14 +121,14 @@ class IQL(Algorithm):
         else:
             self.actor = GaussianActor(ctx.obs_dim, ctx.act_dim, config.hidden)
         self.actor.to(self.device)
-        self.actor_optimizer = torch.optim.Adam(self.actor.parameters(), lr=config.actor_lr)
+        self.actor_optimizer = adam(self.actor.parameters(), lr=config.actor_lr)
         self.actor_schedule = torch.optim.lr_scheduler.CosineAnnealingLR(self.actor_optimizer,
                                                                          max(1, ctx.total_updates))
         self.critic = EnsembleQ(ctx.obs_dim, ctx.act_dim, config.hidden, n=2).to(self.device)
         self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
-        self.critic_optimizer = torch.optim.Adam(self.critic.parameters(), lr=config.critic_lr)
+        self.critic_optimizer = adam(self.critic.parameters(), lr=config.critic_lr)
         self.value = mlp(ctx.obs_dim, 1, config.hidden).to(self.device)
-        self.value_optimizer = torch.optim.Adam(self.value.parameters(), lr=config.value_lr)
+        self.value_optimizer = adam(self.value.parameters(), lr=config.value_lr)
 
     def update(self) -> dict[str, torch.Tensor]:
         cfg = self.config

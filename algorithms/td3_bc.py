@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from algorithms.core.config import require
 from algorithms.core.contract import AlgoContext, Algorithm
 from algorithms.core.data import Batch, offline_sampler
-from algorithms.core.nets import DeterministicActor, EnsembleQ, soft_update
+from algorithms.core.nets import DeterministicActor, EnsembleQ, adam, frozen, soft_update
 from algorithms.core.registry import register
 
 
@@ -75,7 +75,7 @@ def actor_loss(actor: torch.nn.Module, critic: EnsembleQ, batch: Batch, alpha: f
                ) -> tuple[torch.Tensor, torch.Tensor]:
     """-lambda mean Q1(s, pi(s)) + MSE(pi(s), a), with lambda = alpha / sg(mean |Q1|)."""
     pi = actor(batch.observations)
-    q1 = critic(batch.observations, pi)[0]
+    q1 = critic.member(0, batch.observations, pi)
     lmbda = alpha / q1.abs().mean().detach()
     return -lmbda * q1.mean() + F.mse_loss(pi, batch.actions), lmbda
 
@@ -92,11 +92,11 @@ class TD3BC(Algorithm):
 
         self.actor = DeterministicActor(ctx.obs_dim, ctx.act_dim, self.max_action, config.hidden).to(self.device)
         self.actor_target = copy.deepcopy(self.actor).requires_grad_(False)
-        self.actor_optimizer = torch.optim.Adam(self.actor.parameters(), lr=config.actor_lr)
+        self.actor_optimizer = adam(self.actor.parameters(), lr=config.actor_lr)
 
         self.critic = EnsembleQ(ctx.obs_dim, ctx.act_dim, config.hidden, n=2).to(self.device)
         self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
-        self.critic_optimizer = torch.optim.Adam(self.critic.parameters(), lr=config.critic_lr)
+        self.critic_optimizer = adam(self.critic.parameters(), lr=config.critic_lr)
 
     def update(self) -> dict[str, torch.Tensor]:
         cfg = self.config
@@ -114,9 +114,10 @@ class TD3BC(Algorithm):
         metrics = {"critic_loss": q_loss.detach()}
 
         if self.step % cfg.policy_freq == 0:
-            pi_loss, lmbda = actor_loss(self.actor, self.critic, batch, cfg.alpha)
-            self.actor_optimizer.zero_grad(set_to_none=True)
-            pi_loss.backward()
+            with frozen(self.critic):  # only dQ/da is needed, not the critic's own gradients
+                pi_loss, lmbda = actor_loss(self.actor, self.critic, batch, cfg.alpha)
+                self.actor_optimizer.zero_grad(set_to_none=True)
+                pi_loss.backward()
             self.actor_optimizer.step()
             soft_update(self.critic_target, self.critic, cfg.tau)
             soft_update(self.actor_target, self.actor, cfg.tau)

@@ -12,7 +12,7 @@ from algorithms.core.config import build_config, field_help, stable_hash
 from algorithms.core.data import DeviceSampler, TransitionData
 from algorithms.core.errors import CtrlbenchError
 from algorithms.core.io import atomic_write_json
-from algorithms.core.nets import DeterministicActor, EnsembleQ, VectorizedLinear, mlp, soft_update
+from algorithms.core.nets import DeterministicActor, EnsembleQ, VectorizedLinear, adam, frozen, mlp, soft_update
 from algorithms.core.normalization import StateNormalizer
 from algorithms.core.seeding import derive_seed
 
@@ -50,6 +50,32 @@ def test_ensemble_q_members_are_independent() -> None:
     out = q(torch.randn(9, 3), torch.randn(9, 2))
     assert out.shape == (2, 9)
     assert not torch.allclose(out[0], out[1])
+
+
+def test_ensemble_member_equals_forward_row() -> None:
+    q = EnsembleQ(3, 2, (16, 16), n=2)
+    obs, act = torch.randn(9, 3), torch.randn(9, 2)
+    torch.testing.assert_close(q.member(1, obs, act), q(obs, act)[1])
+
+
+def test_frozen_blocks_parameter_gradients_only() -> None:
+    q = EnsembleQ(3, 2, (8,), n=2)
+    act = torch.randn(4, 2, requires_grad=True)
+    with frozen(q):
+        q.member(0, torch.randn(4, 3), act).sum().backward()
+    assert act.grad is not None and all(p.grad is None for p in q.parameters())
+    assert all(p.requires_grad for p in q.parameters())
+
+
+def test_fused_adam_matches_plain_adam() -> None:
+    a, b = torch.nn.Parameter(torch.ones(5)), torch.nn.Parameter(torch.ones(5))
+    fused, plain = adam([a], lr=0.1), torch.optim.Adam([b], lr=0.1)
+    for _ in range(3):
+        for p, opt in ((a, fused), (b, plain)):
+            opt.zero_grad()
+            (p**2).sum().backward()
+            opt.step()
+    torch.testing.assert_close(a, b)
 
 
 def test_actor_respects_max_action() -> None:

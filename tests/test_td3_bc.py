@@ -33,6 +33,9 @@ class LinearCritic(torch.nn.Module):
     def forward(self, obs: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
         return self.k[:, None] * act.sum(-1)[None, :]
 
+    def member(self, i: int, obs: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
+        return self(obs, act)[i]
+
 
 def test_target_action_without_noise_is_the_target_policy() -> None:
     actor = lambda s: torch.full((s.shape[0], 1), 0.3)  # noqa: E731
