@@ -21,6 +21,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     sub.add_parser("list", help="registered datasets, whether they are built, their size")
     info = sub.add_parser("info", help="episodes, steps, return statistics and reference scores of a dataset")
     info.add_argument("dataset_id")
+    table = sub.add_parser("table", help="Markdown table of the built datasets (for docs/datasets.md)")
+    table.add_argument("--env", help="only this environment")
     download = sub.add_parser("download", help="download a hosted Minari dataset (needs network access)")
     download.add_argument("dataset_id")
     train = sub.add_parser("train-policies", help="train SAC behavior policies (hours of CPU; resumable)")
@@ -35,7 +37,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    return {"build": _build, "list": _list, "info": _info, "download": _download,
+    return {"build": _build, "list": _list, "info": _info, "download": _download, "table": _table,
             "train-policies": _train}[args.action](args)
 
 
@@ -95,6 +97,34 @@ def _info(args: argparse.Namespace) -> int:
         recipe = meta["ctrlbench_recipe"]
         print("recipe         " + ", ".join(f"{k}={v}" for k, v in recipe.items() if not isinstance(v, dict)))
     print(f"metadata hash  {loaded.metadata_hash}")
+    return 0
+
+
+def _table(args: argparse.Namespace) -> int:
+    """Per built dataset: episodes, transitions, return mean +- std, normalized mean +- std, provenance."""
+    from tasks.datasets import dataset_exists, load_transitions
+    from tasks.locomotion import ENVS, KINDS, dataset_id
+
+    print("| dataset | episodes | transitions | return | normalized | behavior |")
+    print("|---|---|---|---|---|---|")
+    for env in [args.env] if args.env else list(ENVS):
+        for kind in KINDS:
+            did = dataset_id(env, kind)
+            if not dataset_exists(did):
+                continue
+            loaded = load_transitions(did)
+            returns = loaded.transitions.episode_returns()
+            lo, hi = loaded.metadata["ref_min_score"], loaded.metadata["ref_max_score"]
+            norm = 100 * (returns - lo) / (hi - lo)
+            recipe = loaded.metadata.get("ctrlbench_recipe", {})
+            steps = {w: p["policy_env_steps"] for w, p in recipe.get("policies", {}).items()}
+            how = {"random": "uniform random actions",
+                   "medium": f"SAC snapshot at {steps.get('medium', '?')} env steps, sampled actions",
+                   "expert": f"SAC snapshot at {steps.get('expert', '?')} env steps, sampled actions",
+                   "medium-replay": f"SAC learner's experience up to {steps.get('medium', '?')} env steps",
+                   "medium-expert": "medium + expert"}[kind]
+            print(f"| {did} | {len(returns)} | {len(loaded.transitions)} | {returns.mean():.1f} ± "
+                  f"{returns.std():.1f} | {norm.mean():.1f} ± {norm.std():.1f} | {how} |")
     return 0
 
 

@@ -130,3 +130,17 @@ def test_tampered_policy_is_refused(built, tmp_path) -> None:
     (tmp_path / "hopper" / "medium.pt").write_bytes(b"tampered")
     with pytest.raises(CtrlbenchError, match="does not match its manifest hash"):
         BehaviorPolicies.load("hopper", tmp_path)
+
+
+def test_cli_run_on_a_locomotion_task(built, minari_root, tmp_path) -> None:
+    """A factory-built MuJoCo task runs end to end through the CLI (Hopper-v5 evaluation, record, score)."""
+    from tests.conftest import TINY, run_cli
+
+    res = run_cli("run", "--algo", "td3_bc", "--task", "hopper-medium-v0", *TINY, "--results", str(tmp_path),
+                  minari=minari_root)
+    assert res.returncode == 0, res.stderr
+    (record,) = [json.loads(p.read_text()) for p in (tmp_path / "runs").glob("*.json")]
+    meta = read_metadata(dataset_id("hopper", "medium"))
+    assert record["ref_min_score"] == meta["ref_min_score"] and record["task_family"] == "locomotion"
+    info = run_cli("datasets", "info", dataset_id("hopper", "medium"), minari=minari_root)
+    assert info.returncode == 0 and "ref_max_score" in info.stdout and "transitions    600" in info.stdout
