@@ -7,7 +7,8 @@
 Both libraries train on the same synthetic 1M-transition dataset (HalfCheetah shapes: 17-d states,
 6-d actions), batch 256, 2x256 MLPs, state normalization on, sampling included in every update. The peer is
 d3rlpy (`pip install d3rlpy`; its gymnasium pin can be skipped with `--no-deps`). The evaluation part
-compares the batched, seeded evaluator with a plain one-environment loop on Hopper-v5.
+compares the batched, seeded evaluator with a plain one-environment loop on HalfCheetah-v5.
+With prdc in --algos it also prints the cost of a PRDC update relative to a TD3+BC update.
 """
 
 from __future__ import annotations
@@ -86,10 +87,13 @@ def d3rlpy_rate(name: str, data: TransitionData, updates: int, warmup: int, devi
     return time_loop(step, updates, warmup, device)
 
 
+EVAL_ENV = "HalfCheetah-v5"  # never terminates early: every episode is 1000 steps, as a trained policy's
+
+
 def eval_rates(episodes: int) -> tuple[float, float]:
-    """(batched evaluator env-steps/s, plain loop env-steps/s) with a small random-init actor on Hopper-v5."""
-    actor = torch.nn.Sequential(torch.nn.Linear(11, 256), torch.nn.ReLU(), torch.nn.Linear(256, 256),
-                                torch.nn.ReLU(), torch.nn.Linear(256, 3), torch.nn.Tanh())
+    """(batched evaluator env-steps/s, plain loop env-steps/s) with a 2x256 random-init actor."""
+    actor = torch.nn.Sequential(torch.nn.Linear(17, 256), torch.nn.ReLU(), torch.nn.Linear(256, 256),
+                                torch.nn.ReLU(), torch.nn.Linear(256, 6), torch.nn.Tanh())
 
     @torch.no_grad()
     def policy(obs: np.ndarray) -> np.ndarray:
@@ -97,9 +101,9 @@ def eval_rates(episodes: int) -> tuple[float, float]:
 
     seeds = episode_seeds(0, 0, episodes)
     t0 = time.perf_counter()
-    batched = evaluate(policy, lambda: gym.make("Hopper-v5"), seeds)
+    batched = evaluate(policy, lambda: gym.make(EVAL_ENV), seeds)
     batched_rate = batched.lengths.sum() / (time.perf_counter() - t0)
-    env = gym.make("Hopper-v5")
+    env = gym.make(EVAL_ENV)
     t0, steps = time.perf_counter(), 0
     for s in seeds:
         obs, _ = env.reset(seed=s)
@@ -126,12 +130,16 @@ def main() -> None:
     print(f"# {platform.processor() or platform.machine()}, torch {torch.__version__}, {torch.get_num_threads()} "
           f"threads, device {args.device}, {args.size} transitions, batch {BATCH}")
     data = synthetic(args.size)
+    rates: dict[str, float] = {}
     for name in args.algos.split(","):
-        ours = ctrlbench_rate(name, data, args.updates, args.warmup, args.device)
+        ours = rates[name] = ctrlbench_rate(name, data, args.updates, args.warmup, args.device)
         peer = d3rlpy_rate(name, data, args.updates, args.warmup, args.device)
         ratio = f"{ours / peer:.2f}x" if peer else "n/a (d3rlpy not installed)"
         peer_text = f"{peer:.1f}" if peer else "-"
         print(f"{name:8s} ctrlbench {ours:8.1f} updates/s   d3rlpy {peer_text:>8s} updates/s   ratio {ratio}")
+    if "prdc" in rates:  # the dataset-constraint search must not dominate an update
+        td3 = rates.get("td3_bc") or ctrlbench_rate("td3_bc", data, args.updates, args.warmup, args.device)
+        print(f"prdc     one update costs {td3 / rates['prdc']:.2f}x a TD3+BC update (target: at most 3x)")
     if args.eval_episodes:
         batched, plain = eval_rates(args.eval_episodes)
         print(f"eval     batched {batched:8.0f} env-steps/s   plain loop {plain:8.0f} env-steps/s   "

@@ -22,7 +22,7 @@ def records(results: Path) -> list[dict]:
     return [json.loads(p.read_text()) for p in sorted((results / "runs").glob("*.json"))]
 
 
-@pytest.mark.parametrize("algo", ["bc", "td3_bc", "iql", "cql"])
+@pytest.mark.parametrize("algo", ["bc", "td3_bc", "iql", "cql", "prdc"])
 def test_tiny_run_writes_one_complete_record(algo: str, minari_root: Path, tmp_path: Path) -> None:
     res = run_cli("run", "--algo", algo, "--task", "smoke-v0", "--seed", "1", *TINY, "--results", str(tmp_path),
                   minari=minari_root)

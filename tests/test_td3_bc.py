@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from algorithms.core.nets import EnsembleQ
-from algorithms.td3_bc import TD3BC, TD3BCConfig, actor_loss, critic_loss, smoothed_target_action, td_target
+from algorithms.core.td3 import critic_loss, smoothed_target_action, td_target
+from algorithms.td3_bc import TD3BC, TD3BCConfig, actor_loss
 from tests.algo_helpers import hand_batch, params, same, tiny_context
 
 
