@@ -1,0 +1,106 @@
+"""SPOT: Supported Policy OpTimization (Wu et al., NeurIPS 2022; thuml/SPOT).
+
+A support constraint pi_beta(pi(s)|s) > eps, enforced by penalizing the actor with an estimate of
+-log pi_beta(pi(s)|s): the negative ELBO of a conditional VAE pre-trained on the dataset and then frozen.
+  phase 1 (the first `vae_steps` updates): fit the VAE, L = MSE(a^, a) + 0.5 mean KL, Adam lr 1e-3.
+  phase 2: TD3 with TD3+BC's Q normalization:
+    critic:  the TD3 core (algorithms/core/td3.py).
+    actor (every `policy_freq` critic steps):
+      neg_log_beta(s) = mean_|A| (dec(s, z) - pi(s))^2 + 0.5 mean_latent KL(q(z|s, pi(s)) || N(0, I)),
+                        one latent sample; the VAE is frozen but gradients flow through it into pi
+      L_pi = -mean Q1(s, pi(s)) / sg(mean |Q1(s, pi(s))|) + lambda mean_B neg_log_beta(s)
+The actor has dropout 0.1 after each hidden layer, off when acting. Per-task lambda in
+algorithms/configs/spot.yaml. The run's update budget counts both phases (the paper: 1e5 VAE + 1e6 TD3 steps).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from algorithms.core.config import require
+from algorithms.core.contract import AlgoContext
+from algorithms.core.data import Batch, offline_sampler
+from algorithms.core.nets import EnsembleQ, adam, frozen
+from algorithms.core.registry import register
+from algorithms.core.td3 import TD3Core, TD3Family, validate_td3
+from algorithms.core.vae import ConditionalVAE
+
+BETA_KL = 0.5
+
+
+@dataclass
+class SPOTConfig:
+    batch_size: int = 256  # transitions per gradient step (VAE and TD3)
+    actor_lr: float = 3e-4  # Adam learning rate of the actor
+    critic_lr: float = 3e-4  # Adam learning rate of the twin critics
+    discount: float = 0.99  # discount factor gamma
+    tau: float = 0.005  # Polyak rate of the target networks
+    policy_noise: float = 0.2  # std of the target-policy smoothing noise, in units of max_action
+    noise_clip: float = 0.5  # the smoothing noise is clipped to +-noise_clip * max_action
+    policy_freq: int = 2  # the actor and all targets update once every policy_freq critic steps
+    lambd: float = 0.1  # weight of the support penalty -log pi_beta(pi(s)|s) (per task, see configs/spot.yaml)
+    vae_steps: int = 100_000  # VAE pre-training updates, counted in the run's budget
+    vae_lr: float = 1e-3  # Adam learning rate of the VAE
+    vae_hidden: tuple[int, ...] = (750, 750)  # hidden widths of the VAE encoder and decoder
+    actor_dropout: float = 0.1  # dropout after each hidden layer of the actor (off when acting)
+    hidden: tuple[int, ...] = (256, 256)  # hidden layer widths of actor and critics (ReLU)
+    normalize: bool = True  # normalize states with the dataset mean/std (VAE, actor and evaluation alike)
+
+    def __post_init__(self) -> None:
+        validate_td3(self)
+        require(self.lambd >= 0, "lambd must be >= 0")
+        require(self.vae_steps >= 0, "vae_steps must be >= 0")
+        require(0.0 <= self.actor_dropout < 1.0, "actor_dropout must be in [0, 1)")
+
+
+def vae_loss(vae: ConditionalVAE, batch: Batch) -> torch.Tensor:
+    return vae.elbo_loss(batch.observations, batch.actions, BETA_KL).mean()
+
+
+def actor_loss(actor: torch.nn.Module, critic: EnsembleQ, vae: ConditionalVAE, batch: Batch, lambd: float
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(-mean Q1 / sg(mean |Q1|) + lambda mean neg_log_beta, mean neg_log_beta)."""
+    pi = actor(batch.observations)
+    q1 = critic.member(0, batch.observations, pi)
+    neg_log_beta = vae.elbo_loss(batch.observations, pi, BETA_KL).mean()
+    return -q1.mean() / q1.abs().mean().detach() + lambd * neg_log_beta, neg_log_beta
+
+
+@register("spot", kinds=("offline",))
+class SPOT(TD3Family):
+    Config = SPOTConfig
+
+    def __init__(self, config: SPOTConfig, ctx: AlgoContext) -> None:
+        super().__init__(config, ctx)
+        data = ctx.require_dataset("spot")
+        self.normalizer, self.sampler = offline_sampler(data, self.device, ctx.seed, config.normalize)
+        self.td3 = TD3Core(ctx, config, actor_hidden=config.hidden, critic_hidden=config.hidden,
+                           actor_dropout=config.actor_dropout)
+        self.vae = ConditionalVAE(ctx.obs_dim, ctx.act_dim, ctx.max_action, config.vae_hidden).to(self.device)
+        self.vae_optimizer = adam(self.vae.parameters(), lr=config.vae_lr)
+
+    def update(self) -> dict[str, torch.Tensor]:
+        cfg = self.config
+        self.step += 1
+        batch = self.sampler.sample(cfg.batch_size)
+        if self.step <= cfg.vae_steps:  # phase 1: behavior model
+            loss = vae_loss(self.vae, batch)
+            self.vae_optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.vae_optimizer.step()
+            return {"vae_loss": loss.detach()}
+
+        self.vae.eval()  # frozen from here on
+        q_loss, _ = self.td3.critic_step(batch)
+        metrics = {"critic_loss": q_loss}
+        if (self.step - cfg.vae_steps) % cfg.policy_freq == 0:
+            with frozen(self.critic), frozen(self.vae):  # gradients flow through them into pi, not into them
+                pi_loss, neg_log_beta = actor_loss(self.actor, self.critic, self.vae, batch, cfg.lambd)
+                self.td3.actor_optimizer.zero_grad(set_to_none=True)
+                pi_loss.backward()
+            self.td3.actor_optimizer.step()
+            self.td3.update_targets()
+            metrics.update(actor_loss=pi_loss.detach(), neg_log_beta=neg_log_beta.detach())
+        return metrics
