@@ -88,7 +88,7 @@ class PRDC(TD3Family):
         cfg = self.config
         self.step += 1
         batch = self.sampler.sample(cfg.batch_size)
-        q_loss, _ = self.td3.critic_step(batch)
+        q_loss, *_ = self.td3.critic_step(batch)
         metrics = {"critic_loss": q_loss}
         if self.step % cfg.policy_freq == 0:
             with frozen(self.critic):

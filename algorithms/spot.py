@@ -93,7 +93,7 @@ class SPOT(TD3Family):
             return {"vae_loss": loss.detach()}
 
         self.vae.eval()  # frozen from here on
-        q_loss, _ = self.td3.critic_step(batch)
+        q_loss, *_ = self.td3.critic_step(batch)
         metrics = {"critic_loss": q_loss}
         if (self.step - cfg.vae_steps) % cfg.policy_freq == 0:
             with frozen(self.critic), frozen(self.vae):  # gradients flow through them into pi, not into them

@@ -66,16 +66,17 @@ class TD3Core:
         self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
         self.critic_optimizer = adam(self.critic.parameters(), lr=cfg.critic_lr)
 
-    def critic_step(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
-        """One TD3 critic update; returns (loss, the target action a' used)."""
+    def critic_step(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """One TD3 critic update; returns (loss, the target action a' used, the TD target y)."""
         with torch.no_grad():
             next_action = smoothed_target_action(self.actor_target, batch.next_observations, self.max_action,
                                                  self.cfg.policy_noise, self.cfg.noise_clip)
-        loss = critic_loss(self.critic, batch, td_target(self.critic_target, batch, next_action, self.cfg.discount))
+        target = td_target(self.critic_target, batch, next_action, self.cfg.discount)
+        loss = critic_loss(self.critic, batch, target)
         self.critic_optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.critic_optimizer.step()
-        return loss.detach(), next_action
+        return loss.detach(), next_action, target
 
     def update_targets(self) -> None:
         soft_update(self.critic_target, self.critic, self.cfg.tau)
