@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from algorithms.core.config import require
 from algorithms.core.contract import AlgoContext
 from algorithms.core.data import Batch, offline_sampler
-from algorithms.core.nets import EnsembleQ, adam, frozen, mlp
+from algorithms.core.nets import EnsembleQ, adam, mlp
 from algorithms.core.registry import register
 from algorithms.core.td3 import TD3Core, TD3Family, validate_td3
 from algorithms.core.vae import ConditionalVAE
@@ -141,11 +141,6 @@ class A2PR(TD3Family):
         if self.step % cfg.policy_freq == 0:
             with torch.no_grad():
                 v_now = self.v(batch.observations)
-            with frozen(self.critic), frozen(self.vae):
-                pi_loss, extra = actor_loss(self.actor, self.critic, self.vae, batch, v_now, cfg.alpha, cfg.mask)
-                self.td3.actor_optimizer.zero_grad(set_to_none=True)
-                pi_loss.backward()
-            self.td3.actor_optimizer.step()
-            self.td3.update_targets()
-            metrics.update(actor_loss=pi_loss.detach(), **extra)
+            metrics |= self.td3.actor_step(
+                lambda: actor_loss(self.actor, self.critic, self.vae, batch, v_now, cfg.alpha, cfg.mask), self.vae)
         return metrics

@@ -25,7 +25,7 @@ from algorithms.core.config import require
 from algorithms.core.contract import AlgoContext
 from algorithms.core.data import Batch, offline_sampler
 from algorithms.core.neighbors import NearestNeighbor
-from algorithms.core.nets import EnsembleQ, frozen
+from algorithms.core.nets import EnsembleQ
 from algorithms.core.registry import register
 from algorithms.core.td3 import TD3Core, TD3Family, validate_td3
 from algorithms.td3_bc import q_weight
@@ -61,13 +61,13 @@ def dataset_constraint_target(nn: NearestNeighbor, actions: torch.Tensor, obs: t
 
 
 def actor_loss(actor: torch.nn.Module, critic: EnsembleQ, batch: Batch, alpha: float, nn: NearestNeighbor,
-               actions: torch.Tensor, beta: float) -> tuple[torch.Tensor, torch.Tensor]:
+               actions: torch.Tensor, beta: float) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """-lambda mean Q1(s, pi(s)) + MSE(pi(s), a^)."""
     pi = actor(batch.observations)
     q1 = critic.member(0, batch.observations, pi)
     lmbda = q_weight(q1, alpha)
     target = dataset_constraint_target(nn, actions, batch.observations, pi, beta)
-    return -lmbda * q1.mean() + F.mse_loss(pi, target), lmbda
+    return -lmbda * q1.mean() + F.mse_loss(pi, target), {"lambda_": lmbda}
 
 
 @register("prdc", kinds=("offline",))
@@ -91,12 +91,6 @@ class PRDC(TD3Family):
         q_loss, *_ = self.td3.critic_step(batch)
         metrics = {"critic_loss": q_loss}
         if self.step % cfg.policy_freq == 0:
-            with frozen(self.critic):
-                pi_loss, lmbda = actor_loss(self.actor, self.critic, batch, cfg.alpha, self.neighbors,
-                                            self.dataset_actions, cfg.beta)
-                self.td3.actor_optimizer.zero_grad(set_to_none=True)
-                pi_loss.backward()
-            self.td3.actor_optimizer.step()
-            self.td3.update_targets()
-            metrics.update(actor_loss=pi_loss.detach(), lambda_=lmbda)
+            metrics |= self.td3.actor_step(lambda: actor_loss(self.actor, self.critic, batch, cfg.alpha,
+                                                              self.neighbors, self.dataset_actions, cfg.beta))
         return metrics

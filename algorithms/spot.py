@@ -22,7 +22,7 @@ import torch
 from algorithms.core.config import require
 from algorithms.core.contract import AlgoContext
 from algorithms.core.data import Batch, offline_sampler
-from algorithms.core.nets import EnsembleQ, adam, frozen
+from algorithms.core.nets import EnsembleQ, adam
 from algorithms.core.registry import register
 from algorithms.core.td3 import TD3Core, TD3Family, validate_td3
 from algorithms.core.vae import ConditionalVAE
@@ -60,12 +60,13 @@ def vae_loss(vae: ConditionalVAE, batch: Batch) -> torch.Tensor:
 
 
 def actor_loss(actor: torch.nn.Module, critic: EnsembleQ, vae: ConditionalVAE, batch: Batch, lambd: float
-               ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(-mean Q1 / sg(mean |Q1|) + lambda mean neg_log_beta, mean neg_log_beta)."""
+               ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """-mean Q1 / sg(mean |Q1|) + lambda mean neg_log_beta."""
     pi = actor(batch.observations)
     q1 = critic.member(0, batch.observations, pi)
     neg_log_beta = vae.elbo_loss(batch.observations, pi, BETA_KL).mean()
-    return -q1.mean() / q1.abs().mean().detach() + lambd * neg_log_beta, neg_log_beta
+    loss = -q1.mean() / q1.abs().mean().detach() + lambd * neg_log_beta
+    return loss, {"neg_log_beta": neg_log_beta.detach()}
 
 
 @register("spot", kinds=("offline",))
@@ -95,12 +96,7 @@ class SPOT(TD3Family):
         self.vae.eval()  # frozen from here on
         q_loss, *_ = self.td3.critic_step(batch)
         metrics = {"critic_loss": q_loss}
-        if (self.step - cfg.vae_steps) % cfg.policy_freq == 0:
-            with frozen(self.critic), frozen(self.vae):  # gradients flow through them into pi, not into them
-                pi_loss, neg_log_beta = actor_loss(self.actor, self.critic, self.vae, batch, cfg.lambd)
-                self.td3.actor_optimizer.zero_grad(set_to_none=True)
-                pi_loss.backward()
-            self.td3.actor_optimizer.step()
-            self.td3.update_targets()
-            metrics.update(actor_loss=pi_loss.detach(), neg_log_beta=neg_log_beta.detach())
+        if (self.step - cfg.vae_steps) % cfg.policy_freq == 0:  # the frozen VAE passes gradients into pi
+            metrics |= self.td3.actor_step(lambda: actor_loss(self.actor, self.critic, self.vae, batch, cfg.lambd),
+                                           self.vae)
         return metrics

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from algorithms.core.config import require
 from algorithms.core.contract import AlgoContext
 from algorithms.core.data import Batch, offline_sampler
-from algorithms.core.nets import EnsembleQ, frozen
+from algorithms.core.nets import EnsembleQ
 from algorithms.core.registry import register
 from algorithms.core.td3 import TD3Core, TD3Family, validate_td3
 
@@ -49,12 +49,12 @@ def q_weight(q1: torch.Tensor, alpha: float) -> torch.Tensor:
 
 
 def actor_loss(actor: torch.nn.Module, critic: EnsembleQ, batch: Batch, alpha: float
-               ) -> tuple[torch.Tensor, torch.Tensor]:
+               ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """-lambda mean Q1(s, pi(s)) + MSE(pi(s), a)."""
     pi = actor(batch.observations)
     q1 = critic.member(0, batch.observations, pi)
     lmbda = q_weight(q1, alpha)
-    return -lmbda * q1.mean() + F.mse_loss(pi, batch.actions), lmbda
+    return -lmbda * q1.mean() + F.mse_loss(pi, batch.actions), {"lambda_": lmbda}
 
 
 @register("td3_bc", kinds=("offline",))
@@ -74,11 +74,5 @@ class TD3BC(TD3Family):
         q_loss, *_ = self.td3.critic_step(batch)
         metrics = {"critic_loss": q_loss}
         if self.step % cfg.policy_freq == 0:
-            with frozen(self.critic):  # only dQ/da is needed, not the critic's own gradients
-                pi_loss, lmbda = actor_loss(self.actor, self.critic, batch, cfg.alpha)
-                self.td3.actor_optimizer.zero_grad(set_to_none=True)
-                pi_loss.backward()
-            self.td3.actor_optimizer.step()
-            self.td3.update_targets()
-            metrics.update(actor_loss=pi_loss.detach(), lambda_=lmbda)
+            metrics |= self.td3.actor_step(lambda: actor_loss(self.actor, self.critic, batch, cfg.alpha))
         return metrics

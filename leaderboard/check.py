@@ -9,7 +9,6 @@ dataset version, so a band only ever judges runs made the same way.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from algorithms.core.errors import CtrlbenchError
-from algorithms.core.io import atomic_write_json
+from algorithms.core.io import atomic_write_json, read_json
 from runners.provenance import git_commit
 from runners.records import load_records
 
@@ -60,10 +59,7 @@ def load_bands(bands_file: Path) -> dict[str, Any]:
     if not bands_file.exists():
         raise CtrlbenchError(f"bands file {bands_file} does not exist; create it with `ctrlbench check "
                              "--update-bands`")
-    try:
-        bands = json.loads(bands_file.read_text())
-    except json.JSONDecodeError as e:
-        raise CtrlbenchError(f"bands file {bands_file} is not valid JSON ({e.msg})") from None
+    bands = read_json(bands_file, "bands file")
     if bands.get("schema_version") != BANDS_SCHEMA:
         raise CtrlbenchError(f"bands file {bands_file} has schema {bands.get('schema_version')}, "
                              f"expected {BANDS_SCHEMA}")

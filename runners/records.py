@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from algorithms.core.errors import CtrlbenchError
+from algorithms.core.io import read_json
 
 SCHEMA_VERSION = 1
 
@@ -28,10 +28,7 @@ def load_records(results_dir: str | Path) -> list[dict[str, Any]]:
     runs = Path(results_dir) / "runs"
     records = []
     for path in sorted(runs.glob("*.json")) if runs.is_dir() else []:
-        try:
-            record = json.loads(path.read_text())
-        except json.JSONDecodeError as e:
-            raise CtrlbenchError(f"result record {path} is not valid JSON ({e.msg}); remove or restore it") from None
+        record = read_json(path, "result record")
         if record.get("schema_version") != SCHEMA_VERSION:
             raise CtrlbenchError(f"result record {path} has schema {record.get('schema_version')}, "
                                  f"expected {SCHEMA_VERSION}")

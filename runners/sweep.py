@@ -149,6 +149,15 @@ class Progress:
     def show(self) -> None:
         print(self.line(), file=self.out, flush=True)
 
+    def finished(self, result: dict[str, Any], still_running: int) -> None:
+        if result["status"] == "ok":
+            self.done += 1
+            self.durations.append(result["seconds"])
+        else:
+            self.failed += 1
+        self.running = still_running
+        self.show()
+
 
 def plan(spec: SweepSpec) -> tuple[list[RunRequest], list[RunRequest]]:
     """(to run, already recorded). Resolves every config first, so a bad sweep fails before anything starts."""
@@ -184,15 +193,8 @@ def run_sweep(spec: SweepSpec, workers: int | None = None, backend: str = "local
         progress.running = min(workers, len(todo))
         progress.show()
         for fut in cf.as_completed(futures):
-            result = fut.result()
-            results.append(result)
-            if result["status"] == "ok":
-                progress.done += 1
-                progress.durations.append(result["seconds"])
-            else:
-                progress.failed += 1
-            progress.running = min(workers, len(todo) - progress.done - progress.failed)
-            progress.show()
+            results.append(fut.result())
+            progress.finished(results[-1], min(workers, len(todo) - len(results)))
     return results
 
 
@@ -215,15 +217,8 @@ def _run_ray(todo: list[RunRequest], spec: SweepSpec, workers: int, threads: int
         ready, _ = ray.wait(list(pending), num_returns=1)
         for ref in ready:
             pending.pop(ref)
-            result = ray.get(ref)
-            results.append(result)
-            if result["status"] == "ok":
-                progress.done += 1
-                progress.durations.append(result["seconds"])
-            else:
-                progress.failed += 1
-        progress.running = min(workers, len(pending))
-        progress.show()
+            results.append(ray.get(ref))
+            progress.finished(results[-1], min(workers, len(pending)))
     return results
 
 

@@ -55,7 +55,8 @@ def test_actor_loss_value() -> None:
             return 3.0 * act.sum(-1)
 
     actor = lambda s: torch.full((s.shape[0], 1), 0.1)  # noqa: E731
-    loss, lmbda = actor_loss(actor, Critic(), batch, alpha=2.5, nn=nn, actions=actions, beta=2.0)
+    loss, info = actor_loss(actor, Critic(), batch, alpha=2.5, nn=nn, actions=actions, beta=2.0)
+    lmbda = info["lambda_"]
     # each state's nearest pair is itself (beta * s dominates): targets 0.5 and -0.5
     expected_lambda = 2.5 / 0.3
     expected = -expected_lambda * 0.3 + ((0.1 - 0.5) ** 2 + (0.1 + 0.5) ** 2) / 2

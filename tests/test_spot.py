@@ -41,7 +41,8 @@ def test_actor_loss_by_hand_and_gradient_through_frozen_vae() -> None:
     actor = torch.nn.Linear(2, 1)
     vae = zero_vae(0.0, 0.0)  # KL 0, reconstruction 0: neg_log_beta = mean(pi^2)
     with frozen(vae):
-        loss, nlb = actor_loss(actor, Critic(), vae, batch, lambd=0.1)
+        loss, info = actor_loss(actor, Critic(), vae, batch, lambd=0.1)
+        nlb = info["neg_log_beta"]
         loss.backward()
     pi = actor(batch.observations).detach().squeeze(1)
     q1 = 3.0 * pi

@@ -76,7 +76,8 @@ def test_actor_loss_value_and_detached_lambda() -> None:
         pi.weight.copy_(torch.tensor([[0.2, -0.1]]))
         pi.bias.fill_(0.05)
     critic = LinearCritic(2.0, 7.0)
-    loss, lmbda = actor_loss(pi, critic, batch, alpha=2.5)
+    loss, info = actor_loss(pi, critic, batch, alpha=2.5)
+    lmbda = info["lambda_"]
     out = pi(batch.observations).detach().squeeze(1)  # [-0.05, 0.35]
     q1 = 2.0 * out
     expected_lambda = 2.5 / q1.abs().mean()

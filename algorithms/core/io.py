@@ -35,3 +35,13 @@ def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
 
 def atomic_torch_save(path: str | os.PathLike, obj: Any) -> None:
     _atomic_replace(Path(path), lambda f: torch.save(obj, f))
+
+
+def read_json(path: str | os.PathLike, what: str) -> Any:
+    """Parse a JSON file, or raise a one-line error naming `what` it is."""
+    from algorithms.core.errors import CtrlbenchError
+
+    try:
+        return json.loads(Path(path).read_text())
+    except json.JSONDecodeError as e:
+        raise CtrlbenchError(f"{what} {path} is not valid JSON ({e.msg}); remove or restore it") from None

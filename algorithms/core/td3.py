@@ -8,7 +8,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -17,7 +19,7 @@ import torch
 from algorithms.core.config import require
 from algorithms.core.contract import AlgoContext, Algorithm
 from algorithms.core.data import Batch
-from algorithms.core.nets import DeterministicActor, EnsembleQ, adam, soft_update
+from algorithms.core.nets import DeterministicActor, EnsembleQ, adam, frozen, soft_update
 
 
 def validate_td3(cfg) -> None:
@@ -77,6 +79,20 @@ class TD3Core:
         loss.backward()
         self.critic_optimizer.step()
         return loss.detach(), next_action, target
+
+    def actor_step(self, loss_fn: Callable[[], tuple[torch.Tensor, dict[str, torch.Tensor]]],
+                   *also_frozen: torch.nn.Module) -> dict[str, torch.Tensor]:
+        """One delayed actor update and the Polyak step of every target. The critic (and `also_frozen`, e.g. a
+        behavior VAE) get no parameter gradients: the loss only needs gradients through them into the actor."""
+        with contextlib.ExitStack() as stack:
+            for module in (self.critic, *also_frozen):
+                stack.enter_context(frozen(module))
+            loss, metrics = loss_fn()
+            self.actor_optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+        self.actor_optimizer.step()
+        self.update_targets()
+        return {"actor_loss": loss.detach(), **metrics}
 
     def update_targets(self) -> None:
         soft_update(self.critic_target, self.critic, self.cfg.tau)
