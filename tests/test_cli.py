@@ -54,7 +54,7 @@ def test_run_then_leaderboard_then_rerun_skips(minari_root: Path, tmp_path: Path
     scores = [r["final"]["score_mean"] for r in records(tmp_path) if r["algorithm"] == "bc"]
     assert f"{np.mean(scores):.1f} ± {np.std(scores):.1f} (2)" in rows["bc"]
     assert "(1)" in rows["td3_bc"]
-    assert (tmp_path / "leaderboard.md").read_text().startswith("| algorithm | smoke-v0 |")
+    assert (tmp_path / "leaderboard" / "leaderboard.md").read_text().startswith("| algorithm | smoke-v0 |")
 
     again = run_cli("run", "--algo", "bc", "--task", "smoke-v0", "--seed", "0", *TINY, "--results", str(tmp_path),
                     minari=minari_root)
@@ -115,7 +115,7 @@ def test_third_party_algorithm_module(minari_root: Path, tmp_path: Path) -> None
 
 
 BAD_INPUTS = {
-    "unknown algorithm": (["run", "--algo", "does_not_exist", "--task", "smoke-v0"], "known algorithms: bc"),
+    "unknown algorithm": (["run", "--algo", "does_not_exist", "--task", "smoke-v0"], "known algorithms: a2pr, bc, cql"),
     "unknown task": (["run", "--algo", "bc", "--task", "nope-v0"], "unknown task 'nope-v0'; known tasks: "),
     "negative steps": (["run", "--algo", "bc", "--task", "smoke-v0", "--steps", "-5"], "--steps must be"),
     "bad config value": (["run", "--algo", "bc", "--task", "smoke-v0", "--lr", "fast"], "cannot read 'fast'"),
