@@ -12,6 +12,8 @@ from typing import NoReturn
 
 from algorithms.core.errors import CtrlbenchError
 
+DEMO_TASK = "smoke-v0"
+
 
 class _Parser(argparse.ArgumentParser):
     """Bad usage is one line on stderr and exit code 2, never a traceback or a usage dump."""
@@ -154,29 +156,38 @@ def cmd_datasets(argv: list[str]) -> int:
 
 
 def cmd_demo(argv: list[str]) -> int:
-    """The README's first command: build the default task, train BC and TD3+BC briefly, print the table."""
+    """The README's first command: build the default task's dataset, train BC and TD3+BC briefly, rank them."""
     from leaderboard.report import write_leaderboard
     from runners.run import RunRequest, execute
     from tasks.datasets import dataset_exists
     from tasks.registry import get_task
 
     parser = _Parser(prog="ctrlbench demo", description="Build the default task, train BC and TD3+BC, rank.")
-    parser.add_argument("--task", default="smoke-v0")
+    parser.add_argument("--task", default=DEMO_TASK)
+    parser.add_argument("--size", type=int, default=50_000, help="transitions of the demo dataset")
     parser.add_argument("--algos", default="bc,td3_bc")
     parser.add_argument("--seeds", type=int, default=2)
     parser.add_argument("--steps", type=int, default=5_000)
+    parser.add_argument("--eval-episodes", type=int, default=20)
     parser.add_argument("--results", type=Path, default=Path("results/demo"))
     args = parser.parse_args(argv)
     task = get_task(args.task)
     if task.dataset_id and not dataset_exists(task.dataset_id):
-        cmd_datasets(task.build_command.split()[2:] if task.build_command else [])
+        if task.family == "locomotion":
+            from tasks.factory import build
+
+            env, kind = task.dataset_id.split("/")[1], task.dataset_id.split("/")[2].rsplit("-", 1)[0]
+            print(f"building {task.dataset_id} ({args.size} transitions) from the committed behavior policies")
+            build(env, [kind], size=args.size)
+        else:
+            cmd_datasets(task.build_command.split()[2:] if task.build_command else [])
     for algo in args.algos.split(","):
         for seed in range(args.seeds):
             record = execute(RunRequest(algo=algo, task=args.task, seed=seed, steps=args.steps,
-                                        eval_every=max(1, args.steps // 5), eval_episodes=50,
-                                        results=args.results, checkpoint_every=args.steps))
+                                        eval_every=max(1, args.steps // 2), eval_episodes=args.eval_episodes,
+                                        curve_episodes=5, results=args.results, checkpoint_every=args.steps))
             print(f"{algo} seed {seed}: final score {record['final']['score_mean']:.1f}")
-    report = write_leaderboard(args.results, args.results / "leaderboard")
+    report = write_leaderboard(args.results, args.results / "leaderboard", reps=500)
     print("\n" + report.markdown + f"\n\nleaderboard, figures and page written to {args.results / 'leaderboard'}")
     return 0
 
