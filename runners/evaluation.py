@@ -16,6 +16,7 @@ import gymnasium as gym
 import numpy as np
 
 from algorithms.core.seeding import derive_seed
+from algorithms.core.threads import torch_threads
 
 FINAL_STREAM = 0  # seeds of the final evaluation episodes
 CURVE_STREAM = 1  # seeds of the evaluations during training
@@ -39,6 +40,11 @@ def episode_seeds(run_seed: int, stream: int, n: int) -> list[int]:
 
 def evaluate(policy: Policy, make_env: Callable[[], gym.Env], seeds: list[int],
              n_parallel: int = N_PARALLEL) -> EvalResult:
+    with torch_threads(1):  # batches of at most n_parallel observations: one thread is fastest
+        return _evaluate(policy, make_env, seeds, n_parallel)
+
+
+def _evaluate(policy: Policy, make_env: Callable[[], gym.Env], seeds: list[int], n_parallel: int) -> EvalResult:
     envs = [make_env() for _ in range(min(n_parallel, len(seeds)))]
     n = len(seeds)
     returns: list = [0.0] * n

@@ -30,6 +30,7 @@ import numpy as np
 
 from algorithms.core.errors import CtrlbenchError
 from algorithms.core.seeding import derive_seed
+from algorithms.core.threads import torch_threads
 from runners.evaluation import episode_seeds, evaluate
 from tasks.behavior import POLICIES_DIR, SquashedGaussianActor, file_sha256, load_actor
 from tasks.datasets import Episode, dataset_exists, write_minari_dataset
@@ -206,6 +207,12 @@ def medium_replay_episodes(env_name: str, policies: BehaviorPolicies, seed: int,
 def build(env_name: str, kinds: list[str], size: int = 1_000_000, seed: int = 0, overwrite: bool = False,
           policies_dir: Path = POLICIES_DIR, replay_size: int | None = None, log=print) -> list[str]:
     """Build the requested kinds for one environment; returns the dataset ids written."""
+    with torch_threads(1):  # inference on at most N_ENVS observations at a time
+        return _build(env_name, kinds, size, seed, overwrite, policies_dir, replay_size, log)
+
+
+def _build(env_name: str, kinds: list[str], size: int, seed: int, overwrite: bool, policies_dir: Path,
+           replay_size: int | None, log) -> list[str]:
     env_id(env_name)
     bad = [k for k in kinds if k not in KINDS]
     if bad:
