@@ -12,7 +12,7 @@ from typing import NoReturn
 
 from algorithms.core.errors import CtrlbenchError
 
-DEMO_TASK = "smoke-v0"
+DEMO_TASK = "hopper-medium-v0"  # built on the fly (50k transitions) from the committed behavior policies
 
 
 class _Parser(argparse.ArgumentParser):
