@@ -29,13 +29,17 @@ from runners.evaluation import episode_seeds, evaluate
 OBS_DIM, ACT_DIM, BATCH = 17, 6, 256
 
 
+def timeouts(n: int) -> np.ndarray:
+    return np.arange(n) % 1000 == 999
+
+
 def synthetic(n: int, seed: int = 0) -> TransitionData:
     rng = np.random.default_rng(seed)
     obs = rng.normal(size=(n, OBS_DIM)).astype(np.float32)
     return TransitionData(observations=obs, actions=rng.uniform(-1, 1, (n, ACT_DIM)).astype(np.float32),
                           rewards=rng.normal(size=n).astype(np.float32),
                           next_observations=obs + 0.01 * rng.normal(size=obs.shape).astype(np.float32),
-                          terminals=(rng.random(n) < 0.001).astype(np.float32),
+                          terminals=((rng.random(n) < 0.001) & ~timeouts(n)).astype(np.float32),
                           episode_ids=np.arange(n) // 1000)
 
 
@@ -68,7 +72,7 @@ def d3rlpy_rate(name: str, data: TransitionData, updates: int, warmup: int, devi
         return None
     dataset = d3rlpy.dataset.MDPDataset(observations=data.observations, actions=data.actions,
                                         rewards=data.rewards, terminals=data.terminals,
-                                        timeouts=(np.arange(len(data)) % 1000 == 999).astype(np.float32))
+                                        timeouts=timeouts(len(data)).astype(np.float32))
     scaler = d3rlpy.preprocessing.StandardObservationScaler()
     gpu = device if device.startswith("cuda") else False
     if name == "td3_bc":
@@ -134,7 +138,7 @@ def main() -> None:
     for name in args.algos.split(","):
         ours = rates[name] = ctrlbench_rate(name, data, args.updates, args.warmup, args.device)
         peer = d3rlpy_rate(name, data, args.updates, args.warmup, args.device)
-        ratio = f"{ours / peer:.2f}x" if peer else "n/a (d3rlpy not installed)"
+        ratio = f"{ours / peer:.2f}x" if peer else "n/a (no d3rlpy peer measured)"
         peer_text = f"{peer:.1f}" if peer else "-"
         print(f"{name:8s} ctrlbench {ours:8.1f} updates/s   d3rlpy {peer_text:>8s} updates/s   ratio {ratio}")
     if "prdc" in rates:  # the dataset-constraint search must not dominate an update
