@@ -133,8 +133,8 @@ def cmd_leaderboard(argv: list[str]) -> int:
     parser.add_argument("--no-plots", action="store_true", help="skip the figures")
     parser.add_argument("--readme", type=Path, help="also replace the leaderboard section of this README")
     args = parser.parse_args(argv)
-    if not (args.results / "runs").is_dir():
-        raise CtrlbenchError(f"no records under {args.results / 'runs'}; run `ctrlbench run` or `ctrlbench sweep`")
+    if not any(args.results.glob("**/runs/*.json")):
+        raise CtrlbenchError(f"no records under {args.results}; run `ctrlbench run` or `ctrlbench sweep`")
     report = write_leaderboard(args.results, args.out or args.results / "leaderboard", _csv(args.algos),
                                _csv(args.tasks), _csv(args.kinds), plots=not args.no_plots)
     if args.readme:
@@ -243,7 +243,8 @@ def cmd_check(argv: list[str]) -> int:
 
     parser = _Parser(prog="ctrlbench check", description="Fail when a score drops below its reference band.")
     parser.add_argument("--results", type=Path, default=Path("results"), help="records to check")
-    parser.add_argument("--bands", type=Path, default=Path("results/bands.json"), help="versioned bands file")
+    parser.add_argument("--bands", type=Path, default=Path("results/regression/bands.json"),
+                        help="versioned bands file (default: the committed regression bands)")
     parser.add_argument("--update-bands", action="store_true",
                         help="derive the bands from the records under --results and write --bands")
     parser.add_argument("--margin", type=float, default=DEFAULT_MARGIN,

@@ -24,10 +24,11 @@ def checkpoint_path(results_dir: Path, rid: str) -> Path:
 
 
 def load_records(results_dir: str | Path) -> list[dict[str, Any]]:
-    """Every record under `<results>/runs/`, oldest schema first; unreadable files are an error."""
-    runs = Path(results_dir) / "runs"
+    """Every record under `<results>/runs/` and under any `runs/` folder below `<results>` (e.g. the committed
+    `results/regression/runs/`); an unreadable file or an unknown schema is an error."""
+    root = Path(results_dir)
     records = []
-    for path in sorted(runs.glob("*.json")) if runs.is_dir() else []:
+    for path in sorted(set(root.glob("runs/*.json")) | set(root.glob("**/runs/*.json"))):
         record = read_json(path, "result record")
         if record.get("schema_version") != SCHEMA_VERSION:
             raise CtrlbenchError(f"result record {path} has schema {record.get('schema_version')}, "
