@@ -98,3 +98,8 @@ def test_regression_suite_reproduces_within_committed_bands(minari_root: Path, t
     verdict = run_cli("check", "--results", str(tmp_path), "--bands", str(REGRESSION / "bands.json"))
     assert verdict.returncode == 0, verdict.stdout
     assert "9 within band" in verdict.stdout or "0 below, 0 without a band" in verdict.stdout
+
+
+def test_records_below_results_are_all_found() -> None:
+    """`ctrlbench leaderboard` and `check` with the default --results see the committed regression records."""
+    assert len(load_records(REPO / "results")) == len(load_records(REGRESSION)) == 9
