@@ -27,10 +27,10 @@ import torch.nn.functional as F
 
 from algorithms.core.config import require
 from algorithms.core.contract import AlgoContext
-from algorithms.core.data import Batch, offline_sampler
+from algorithms.core.data import Batch
 from algorithms.core.nets import EnsembleQ, adam, mlp
 from algorithms.core.registry import register
-from algorithms.core.td3 import TD3Core, TD3Family, validate_td3
+from algorithms.core.td3 import TD3Family, validate_td3
 from algorithms.core.vae import ConditionalVAE
 from algorithms.td3_bc import q_weight
 
@@ -103,9 +103,7 @@ class A2PR(TD3Family):
 
     def __init__(self, config: A2PRConfig, ctx: AlgoContext) -> None:
         super().__init__(config, ctx)
-        data = ctx.require_dataset("a2pr")
-        self.normalizer, self.sampler = offline_sampler(data, self.device, ctx.seed, config.normalize)
-        self.td3 = TD3Core(ctx, config, actor_hidden=config.actor_hidden, critic_hidden=config.critic_hidden)
+        self.setup_offline_td3(actor_hidden=config.actor_hidden, critic_hidden=config.critic_hidden)
         self.value = mlp(ctx.obs_dim, 1, config.critic_hidden).to(self.device)
         self.value_optimizer = adam(self.value.parameters(), lr=config.value_lr)
         self.vae = ConditionalVAE(ctx.obs_dim, ctx.act_dim, ctx.max_action, config.vae_hidden).to(self.device)

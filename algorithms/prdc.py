@@ -23,11 +23,11 @@ import torch.nn.functional as F
 
 from algorithms.core.config import require
 from algorithms.core.contract import AlgoContext
-from algorithms.core.data import Batch, offline_sampler
+from algorithms.core.data import Batch
 from algorithms.core.neighbors import NearestNeighbor
 from algorithms.core.nets import EnsembleQ
 from algorithms.core.registry import register
-from algorithms.core.td3 import TD3Core, TD3Family, validate_td3
+from algorithms.core.td3 import TD3Family, validate_td3
 from algorithms.td3_bc import q_weight
 
 
@@ -76,9 +76,7 @@ class PRDC(TD3Family):
 
     def __init__(self, config: PRDCConfig, ctx: AlgoContext) -> None:
         super().__init__(config, ctx)
-        data = ctx.require_dataset("prdc")
-        self.normalizer, self.sampler = offline_sampler(data, self.device, ctx.seed, config.normalize)
-        self.td3 = TD3Core(ctx, config, actor_hidden=config.hidden, critic_hidden=config.hidden)
+        self.setup_offline_td3(actor_hidden=config.hidden, critic_hidden=config.hidden)
         # The search space: every transition's [beta * normalized state, action], on the training device.
         states, self.dataset_actions = self.sampler.column(0), self.sampler.column(1)
         self.neighbors = NearestNeighbor(torch.cat([config.beta * states, self.dataset_actions], dim=1),

@@ -21,10 +21,10 @@ import torch
 
 from algorithms.core.config import require
 from algorithms.core.contract import AlgoContext
-from algorithms.core.data import Batch, offline_sampler
+from algorithms.core.data import Batch
 from algorithms.core.nets import EnsembleQ, adam
 from algorithms.core.registry import register
-from algorithms.core.td3 import TD3Core, TD3Family, validate_td3
+from algorithms.core.td3 import TD3Family, validate_td3
 from algorithms.core.vae import ConditionalVAE
 
 BETA_KL = 0.5
@@ -75,10 +75,8 @@ class SPOT(TD3Family):
 
     def __init__(self, config: SPOTConfig, ctx: AlgoContext) -> None:
         super().__init__(config, ctx)
-        data = ctx.require_dataset("spot")
-        self.normalizer, self.sampler = offline_sampler(data, self.device, ctx.seed, config.normalize)
-        self.td3 = TD3Core(ctx, config, actor_hidden=config.hidden, critic_hidden=config.hidden,
-                           actor_dropout=config.actor_dropout)
+        self.setup_offline_td3(actor_hidden=config.hidden, critic_hidden=config.hidden,
+                               actor_dropout=config.actor_dropout)
         self.vae = ConditionalVAE(ctx.obs_dim, ctx.act_dim, ctx.max_action, config.vae_hidden).to(self.device)
         self.vae_optimizer = adam(self.vae.parameters(), lr=config.vae_lr)
 

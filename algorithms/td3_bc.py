@@ -18,10 +18,10 @@ import torch.nn.functional as F
 
 from algorithms.core.config import require
 from algorithms.core.contract import AlgoContext
-from algorithms.core.data import Batch, offline_sampler
+from algorithms.core.data import Batch
 from algorithms.core.nets import EnsembleQ
 from algorithms.core.registry import register
-from algorithms.core.td3 import TD3Core, TD3Family, validate_td3
+from algorithms.core.td3 import TD3Family, validate_td3
 
 
 @dataclass
@@ -63,9 +63,7 @@ class TD3BC(TD3Family):
 
     def __init__(self, config: TD3BCConfig, ctx: AlgoContext) -> None:
         super().__init__(config, ctx)
-        data = ctx.require_dataset("td3_bc")
-        self.normalizer, self.sampler = offline_sampler(data, self.device, ctx.seed, config.normalize)
-        self.td3 = TD3Core(ctx, config, actor_hidden=config.hidden, critic_hidden=config.hidden)
+        self.setup_offline_td3(actor_hidden=config.hidden, critic_hidden=config.hidden)
 
     def update(self) -> dict[str, torch.Tensor]:
         cfg = self.config

@@ -18,7 +18,7 @@ import torch
 
 from algorithms.core.config import require
 from algorithms.core.contract import AlgoContext, Algorithm
-from algorithms.core.data import Batch
+from algorithms.core.data import Batch, offline_sampler
 from algorithms.core.nets import DeterministicActor, EnsembleQ, adam, frozen, soft_update
 
 
@@ -116,6 +116,13 @@ class TD3Family(Algorithm):
     `act` on normalized states. Subclasses write their own actor loss and `update`."""
 
     td3: TD3Core
+
+    def setup_offline_td3(self, actor_hidden: tuple[int, ...], critic_hidden: tuple[int, ...],
+                          actor_dropout: float = 0.0) -> None:
+        """The dataset on the training device (states normalized when `config.normalize`) and the TD3 networks."""
+        data = self.ctx.require_dataset(self.name)
+        self.normalizer, self.sampler = offline_sampler(data, self.device, self.ctx.seed, self.config.normalize)
+        self.td3 = TD3Core(self.ctx, self.config, actor_hidden, critic_hidden, actor_dropout)
 
     @property
     def actor(self) -> DeterministicActor:
