@@ -108,6 +108,7 @@ def train(s: TrainSettings, log=print) -> None:
         model = SAC.load(model_path, env=env, device="cpu")
         model.load_replay_buffer(buffer_path)
         log(f"{s.env}: resuming SAC from {model.num_timesteps} env steps ({model_path})")
+        _truncate_curve(out / "training.csv", model.num_timesteps)
     else:
         model = SAC("MlpPolicy", env, learning_starts=LEARNING_STARTS, seed=s.seed, device="cpu", verbose=0)
     csv_path = out / "training.csv"
@@ -138,6 +139,17 @@ def train(s: TrainSettings, log=print) -> None:
     if remaining > 0:
         model.learn(total_timesteps=remaining, callback=Snapshots(), reset_num_timesteps=False)
     log(f"{s.env}: training done at {model.num_timesteps} env steps")
+
+
+def _truncate_curve(csv_path: Path, last_step: int) -> None:
+    """On resume, drop the evaluations logged after the checkpoint: training redoes those steps."""
+    if not csv_path.exists():
+        return
+    with csv_path.open(newline="") as f:
+        rows = list(csv.reader(f))
+    kept = rows[:1] + [r for r in rows[1:] if int(r[0]) <= last_step]
+    with csv_path.open("w", newline="") as f:
+        csv.writer(f).writerows(kept)
 
 
 def _snapshot_step(path: Path) -> int:
