@@ -144,3 +144,13 @@ def test_cli_run_on_a_locomotion_task(built, minari_root, tmp_path) -> None:
     assert record["ref_min_score"] == meta["ref_min_score"] and record["task_family"] == "locomotion"
     info = run_cli("datasets", "info", dataset_id("hopper", "medium"), minari=minari_root)
     assert info.returncode == 0 and "ref_max_score" in info.stdout and "transitions    600" in info.stdout
+
+
+def test_resumed_training_drops_curve_rows_past_the_checkpoint(tmp_path) -> None:
+    from tasks.behavior import _truncate_curve
+
+    path = tmp_path / "training.csv"
+    path.write_text("env_steps,return_mean,return_std,wall_s\n10000,1,0,1\n20000,2,0,2\n30000,3,0,3\n")
+    _truncate_curve(path, 20000)
+    assert path.read_text().splitlines() == ["env_steps,return_mean,return_std,wall_s", "10000,1,0,1",
+                                             "20000,2,0,2"]
