@@ -30,9 +30,8 @@ from algorithms.core.contract import AlgoContext
 from algorithms.core.data import Batch
 from algorithms.core.nets import EnsembleQ, adam, mlp
 from algorithms.core.registry import register
-from algorithms.core.td3 import TD3Family, validate_td3
+from algorithms.core.td3 import TD3Family, q_weight, validate_td3
 from algorithms.core.vae import ConditionalVAE
-from algorithms.td3_bc import q_weight
 
 
 @dataclass

@@ -27,8 +27,7 @@ from algorithms.core.data import Batch
 from algorithms.core.neighbors import NearestNeighbor
 from algorithms.core.nets import EnsembleQ
 from algorithms.core.registry import register
-from algorithms.core.td3 import TD3Family, validate_td3
-from algorithms.td3_bc import q_weight
+from algorithms.core.td3 import TD3Family, q_weight, validate_td3
 
 
 @dataclass

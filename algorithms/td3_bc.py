@@ -21,7 +21,7 @@ from algorithms.core.contract import AlgoContext
 from algorithms.core.data import Batch
 from algorithms.core.nets import EnsembleQ
 from algorithms.core.registry import register
-from algorithms.core.td3 import TD3Family, validate_td3
+from algorithms.core.td3 import TD3Family, q_weight, validate_td3
 
 
 @dataclass
@@ -41,11 +41,6 @@ class TD3BCConfig:
     def __post_init__(self) -> None:
         validate_td3(self)
         require(self.alpha >= 0, "alpha must be >= 0")
-
-
-def q_weight(q1: torch.Tensor, alpha: float) -> torch.Tensor:
-    """lambda = alpha / sg(mean |Q1|): makes one alpha work across reward scales."""
-    return alpha / q1.abs().mean().detach()
 
 
 def actor_loss(actor: torch.nn.Module, critic: EnsembleQ, batch: Batch, alpha: float

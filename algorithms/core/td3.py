@@ -53,6 +53,11 @@ def critic_loss(critic: EnsembleQ, batch: Batch, target: torch.Tensor) -> torch.
     return ((q - target.unsqueeze(0)) ** 2).mean(dim=1).sum()
 
 
+def q_weight(q1: torch.Tensor, alpha: float) -> torch.Tensor:
+    """TD3+BC's lambda = alpha / sg(mean |Q1|): makes one alpha work across reward scales."""
+    return alpha / q1.abs().mean().detach()
+
+
 class TD3Core:
     """Actor, twin critics, their targets and optimizers, the critic step and the Polyak step."""
 
