@@ -79,14 +79,17 @@ def vae_loss(vae: ConditionalVAE, batch: Batch, q1_data: torch.Tensor, v_data: t
 
 
 def actor_loss(actor: torch.nn.Module, critic: EnsembleQ, vae: ConditionalVAE, batch: Batch, v: torch.Tensor,
-               alpha: float, mask: float) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+               alpha: float, mask: float, q1_data: torch.Tensor | None = None
+               ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """`q1_data` = Q1(s, a) when the caller already has it from the same critic."""
     pi = actor(batch.observations)
     q1_pi = critic.member(0, batch.observations, pi)
     lmbda = q_weight(q1_pi, alpha)
     augmented, _, _ = vae(batch.observations, pi)  # a~, with gradients through the VAE into pi
     with torch.no_grad():
         q1_aug = critic.member(0, batch.observations, augmented)
-        q1_data = critic.member(0, batch.observations, batch.actions)
+        if q1_data is None:
+            q1_data = critic.member(0, batch.observations, batch.actions)
         adv_aug, adv_data = q1_aug - v, q1_data - v
         use_aug = (adv_aug >= adv_data).float().unsqueeze(-1)
         weight = mask * ((q1_aug >= v).float() + (q1_data > v).float()).unsqueeze(-1)
@@ -138,6 +141,8 @@ class A2PR(TD3Family):
         if self.step % cfg.policy_freq == 0:
             with torch.no_grad():
                 v_now = self.v(batch.observations)
+            # Q1(s, a) from step 3 is still current: the critics do not change between steps 3 and 4
             metrics |= self.td3.actor_step(
-                lambda: actor_loss(self.actor, self.critic, self.vae, batch, v_now, cfg.alpha, cfg.mask), self.vae)
+                lambda: actor_loss(self.actor, self.critic, self.vae, batch, v_now, cfg.alpha, cfg.mask, q1_data),
+                self.vae)
         return metrics

@@ -23,12 +23,6 @@ def select_records(results_dir: str | Path, algos: Sequence[str] | None = None, 
             and (not kinds or r.get("task_kind", "offline") in kinds)]
 
 
-def records_frame(results_dir: str | Path, algos: Sequence[str] | None = None, tasks: Sequence[str] | None = None,
-                  kinds: Sequence[str] | None = None) -> pd.DataFrame:
-    """One row per finished run."""
-    return runs_frame(select_records(results_dir, algos, tasks, kinds))
-
-
 def runs_frame(records: list[dict]) -> pd.DataFrame:
     rows = [{
         "algorithm": r["algorithm"], "task": r["task"], "task_kind": r.get("task_kind", "offline"),

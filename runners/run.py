@@ -8,7 +8,6 @@ from it and ends with the same record as an uninterrupted one on CPU.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import time
@@ -288,6 +287,3 @@ def execute(req: RunRequest, log: Callable[[str], None] = print) -> dict[str, An
     ckpt.unlink(missing_ok=True)
     return record
 
-
-def request_fields() -> set[str]:
-    return {f.name for f in dataclasses.fields(RunRequest)}

@@ -52,13 +52,14 @@ class SquashedGaussianActor(nn.Module):
         return actor.eval()
 
     @torch.no_grad()
-    def act(self, obs: np.ndarray, rng: np.random.Generator | None = None) -> np.ndarray:
-        """Deterministic (tanh of the mean) without `rng`; a sample of the policy with it."""
+    def act(self, obs: np.ndarray, noise: np.ndarray | None = None) -> np.ndarray:
+        """Deterministic (tanh of the mean) without `noise`; with standard-normal `noise` (B, act_dim), the
+        policy's sample tanh(mean + std * noise)."""
         h = self.latent_pi(torch.as_tensor(np.asarray(obs, dtype=np.float32)))
         mu = self.mu(h)
-        if rng is not None:
+        if noise is not None:
             std = self.log_std(h).clamp(LOG_STD_MIN, LOG_STD_MAX).exp()
-            mu = mu + std * torch.as_tensor(rng.standard_normal(mu.shape).astype(np.float32))
+            mu = mu + std * torch.as_tensor(noise)
         return torch.tanh(mu).numpy()
 
 

@@ -54,12 +54,7 @@ def sampled_policy(actor: SquashedGaussianActor) -> BatchPolicy:
 
     def act(obs: np.ndarray, rngs: list[np.random.Generator]) -> np.ndarray:
         noise = np.stack([r.standard_normal(actor.mu.out_features) for r in rngs]).astype(np.float32)
-        import torch
-
-        with torch.no_grad():
-            h = actor.latent_pi(torch.as_tensor(obs, dtype=torch.float32))
-            std = actor.log_std(h).clamp(-20.0, 2.0).exp()
-            return torch.tanh(actor.mu(h) + std * torch.as_tensor(noise)).numpy()
+        return actor.act(obs, noise)
 
     return act
 
@@ -70,17 +65,17 @@ def collect(env_name: str, policy: BatchPolicy, size: int, seed: int, stream: in
     done: dict[int, Episode] = {}
     slots: list[dict | None] = [None] * N_ENVS
     next_index = 0
+    prefix = {"episodes": 0, "transitions": 0}  # the finished episodes 0..k-1, without gaps
 
-    def total_done_prefix() -> int:
-        n, i = 0, 0
-        while i in done:
-            n += len(done[i].rewards)
-            i += 1
-        return n
+    def prefix_transitions() -> int:
+        while prefix["episodes"] in done:  # advance over episodes that finished since the last call
+            prefix["transitions"] += len(done[prefix["episodes"]].rewards)
+            prefix["episodes"] += 1
+        return prefix["transitions"]
 
     def launch(slot: int) -> None:
         nonlocal next_index
-        if total_done_prefix() >= size:
+        if prefix_transitions() >= size:
             slots[slot] = None
             return
         i = next_index
