@@ -212,6 +212,8 @@ def cmd_sweep(argv: list[str]) -> int:
     parser.add_argument("--address", help="Ray cluster address (default: start a local Ray)")
     parser.add_argument("--gpus-per-run", type=float, help="Ray GPU share per run (default: 0.25 with cuda)")
     parser.add_argument("--algo-module", action="append", default=[])
+    parser.add_argument("--threads", type=int, help="torch threads per run (default: the cores split between the "
+                        "workers; use 1 on a machine busy with other jobs)")
     args = parser.parse_args(argv)
     values = load_sweep_file(args.file) if args.file else {}
     for key in ("steps", "eval_every", "eval_episodes", "curve_episodes", "checkpoint_every", "device", "results"):
@@ -231,9 +233,11 @@ def cmd_sweep(argv: list[str]) -> int:
         values["results"] = Path(values["results"])
     if args.workers is not None and args.workers < 1:
         raise CtrlbenchError("--workers must be >= 1")
+    if args.threads is not None and args.threads < 1:
+        raise CtrlbenchError("--threads must be >= 1")
     spec = SweepSpec(**values)
     results = run_sweep(spec, workers=args.workers, backend=args.backend, address=args.address,
-                        gpus_per_run=args.gpus_per_run)
+                        gpus_per_run=args.gpus_per_run, threads=args.threads)
     return summarize(results)
 
 

@@ -273,6 +273,7 @@ def execute(req: RunRequest, log: Callable[[str], None] = print) -> dict[str, An
         "packages": package_versions(),
         "git_commit": git_commit(),
         "device": device_name(device),
+        "torch_threads": torch.get_num_threads(),  # with the device, what the timings below were measured on
         "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "wall_time_s": round(wall_before + time.time() - started, 3),
         "train_time_s": round(train_seconds, 3),

@@ -173,14 +173,16 @@ def plan(spec: SweepSpec) -> tuple[list[RunRequest], list[RunRequest]]:
 
 
 def run_sweep(spec: SweepSpec, workers: int | None = None, backend: str = "local", address: str | None = None,
-              gpus_per_run: float | None = None, out=sys.stdout) -> list[dict[str, Any]]:
+              gpus_per_run: float | None = None, threads: int | None = None, out=sys.stdout
+              ) -> list[dict[str, Any]]:
     todo, skipped = plan(spec)
     workers = workers or default_workers(spec.device)
     print(f"sweep: {len(spec.requests())} runs, {len(skipped)} already recorded, {len(todo)} to run "
           f"on {workers} {backend} worker(s)", file=out, flush=True)
     if not todo:
         return []
-    threads = max(1, (os.cpu_count() or 1) // workers)
+    # the cores split evenly between the workers unless told (a machine busy with other jobs wants 1)
+    threads = threads or max(1, (os.cpu_count() or 1) // workers)
     if backend == "ray":
         return _run_ray(todo, spec, workers, threads, address, gpus_per_run, out)
     if backend != "local":

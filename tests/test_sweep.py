@@ -115,10 +115,11 @@ def test_sweep_file_with_per_algorithm_overrides(minari_root: Path, tmp_path: Pa
     sweep.write_text("algos: [td3_bc]\ntasks: [smoke-v0]\nseeds: 0-0\nsteps: 20\neval_every: 20\n"
                      "eval_episodes: 2\ncurve_episodes: 2\noverrides:\n  td3_bc: {alpha: 4.0}\n")
     res = run_cli("sweep", "--file", str(sweep), "--results", str(tmp_path / "r"), "--workers", "1",
-                  minari=minari_root)
+                  "--threads", "1", minari=minari_root)
     assert res.returncode == 0, res.stdout + res.stderr
     (record,) = [json.loads(p.read_text()) for p in (tmp_path / "r" / "runs").glob("*.json")]
     assert record["config"]["alpha"] == 4.0
+    assert record["torch_threads"] == 1
 
 
 def test_ray_backend_writes_the_same_records(minari_root: Path, tmp_path: Path) -> None:
