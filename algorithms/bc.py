@@ -65,6 +65,12 @@ class BC(Algorithm):
         self.optimizer.step()
         return {"bc_loss": loss.detach()}
 
+    def graph_period(self) -> int:
+        return 1  # no host syncs, no schedule
+
+    def graph_generators(self) -> list[torch.Generator]:
+        return [self.sampler.generator]
+
     @torch.no_grad()
     def act(self, obs: np.ndarray, weight: np.ndarray | None = None) -> np.ndarray:
         return self.actor(self.obs_tensor(self.normalizer(obs))).cpu().numpy()

@@ -69,3 +69,6 @@ class TD3BC(TD3Family):
         if self.step % cfg.policy_freq == 0:
             metrics |= self.td3.actor_step(lambda: actor_loss(self.actor, self.critic, batch, cfg.alpha))
         return metrics
+
+    def graph_period(self) -> int:
+        return self.config.policy_freq  # the update has no host syncs; its only schedule is the delayed actor

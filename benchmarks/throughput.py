@@ -3,17 +3,21 @@
   python benchmarks/throughput.py                      # CPU: ctrlbench vs d3rlpy, TD3+BC and IQL
   python benchmarks/throughput.py --device cuda        # the same on a GPU
   python benchmarks/throughput.py --algos td3_bc --updates 2000 --threads 2
+  python benchmarks/throughput.py --device cuda --cuda-graphs --parallel 8   # + graphs, + 8 runs sharing the GPU
 
 Both libraries train on the same synthetic 1M-transition dataset (HalfCheetah shapes: 17-d states,
 6-d actions), batch 256, 2x256 MLPs, state normalization on, sampling included in every update. The peer is
 d3rlpy (`pip install d3rlpy`; its gymnasium pin can be skipped with `--no-deps`). The evaluation part
 compares the batched, seeded evaluator with a plain one-environment loop on HalfCheetah-v5.
-With prdc in --algos it also prints the cost of a PRDC update relative to a TD3+BC update.
+With prdc in --algos it also prints the cost of a PRDC update relative to a TD3+BC update. `--cuda-graphs`
+adds ctrlbench's CUDA-graph replay (algorithms/core/graphs.py) next to its eager loop. `--parallel K` also starts K
+TD3+BC runs at once, each in its own process on the same device, and prints their summed updates/s.
 """
 
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import platform
 import time
 
@@ -23,6 +27,7 @@ import torch
 
 from algorithms.core.contract import AlgoContext
 from algorithms.core.data import TransitionData
+from algorithms.core.graphs import updater
 from algorithms.core.registry import get_algorithm
 from runners.evaluation import episode_seeds, evaluate
 
@@ -56,13 +61,42 @@ def time_loop(step, updates: int, warmup: int, device: str) -> float:
     return updates / (time.perf_counter() - t0)
 
 
-def ctrlbench_rate(name: str, data: TransitionData, updates: int, warmup: int, device: str) -> float:
+def ctrlbench_rate(name: str, data: TransitionData, updates: int, warmup: int, device: str,
+                   cuda_graphs: bool = False) -> float:
     cls = get_algorithm(name)
     ctx = AlgoContext(observation_space=gym.spaces.Box(-np.inf, np.inf, (OBS_DIM,), np.float32),
                       action_space=gym.spaces.Box(-1.0, 1.0, (ACT_DIM,), np.float32),
                       device=torch.device(device), seed=0, total_updates=1_000_000, dataset=data)
     algo = cls(cls.Config(), ctx)
-    return time_loop(algo.update, updates, warmup, device)
+    if not cuda_graphs:
+        return time_loop(algo.update, updates, warmup, device)
+    runner, chunk = updater(algo, cuda_graphs=True), 100  # the runner's host calls: 100 updates each at least
+    runner.run(warmup + chunk)  # warm-up and capture, outside the timing
+    return chunk * time_loop(lambda: runner.run(chunk), max(1, updates // chunk), 1, device)
+
+
+def _parallel_worker(args: tuple[int, int, int, str, int | None, bool], barrier, out) -> None:
+    size, updates, warmup, device, threads, graphs = args
+    if threads:
+        torch.set_num_threads(threads)
+    data = synthetic(size)
+    barrier.wait()  # every run starts its timing together
+    out.put(ctrlbench_rate("td3_bc", data, updates, warmup, device, graphs))
+
+
+def parallel_rate(k: int, size: int, updates: int, warmup: int, device: str, threads: int | None,
+                  graphs: bool) -> list[float]:
+    """Updates/s of each of k TD3+BC runs sharing the device, each in its own process."""
+    ctx = multiprocessing.get_context("spawn")
+    barrier, out = ctx.Barrier(k), ctx.Queue()
+    procs = [ctx.Process(target=_parallel_worker, args=((size, updates, warmup, device, threads, graphs), barrier,
+                                                        out)) for _ in range(k)]
+    for p in procs:
+        p.start()
+    rates = [out.get() for _ in procs]
+    for p in procs:
+        p.join()
+    return rates
 
 
 def d3rlpy_rate(name: str, data: TransitionData, updates: int, warmup: int, device: str) -> float | None:
@@ -128,6 +162,8 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=1_000_000)
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--eval-episodes", type=int, default=20)
+    parser.add_argument("--cuda-graphs", action="store_true", help="also time ctrlbench with CUDA-graph replay")
+    parser.add_argument("--parallel", type=int, default=0, help="also time this many TD3+BC runs at once")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -141,6 +177,18 @@ def main() -> None:
         ratio = f"{ours / peer:.2f}x" if peer else "n/a (no d3rlpy peer measured)"
         peer_text = f"{peer:.1f}" if peer else "-"
         print(f"{name:8s} ctrlbench {ours:8.1f} updates/s   d3rlpy {peer_text:>8s} updates/s   ratio {ratio}")
+    if args.cuda_graphs:
+        for name in ("bc", "td3_bc"):
+            graphed = ctrlbench_rate(name, data, args.updates, args.warmup, args.device, cuda_graphs=True)
+            eager = rates.get(name) or ctrlbench_rate(name, data, args.updates, args.warmup, args.device)
+            print(f"{name:8s} ctrlbench CUDA graphs {graphed:8.1f} updates/s   eager {eager:8.1f}   "
+                  f"ratio {graphed / eager:.2f}x")
+    if args.parallel:
+        each = parallel_rate(args.parallel, args.size, args.updates, args.warmup, args.device, args.threads,
+                             args.cuda_graphs)
+        single = rates.get("td3_bc") or ctrlbench_rate("td3_bc", data, args.updates, args.warmup, args.device)
+        print(f"td3_bc   {args.parallel} runs at once: {sum(each):8.1f} updates/s in all "
+              f"({', '.join(f'{r:.0f}' for r in each)}), {sum(each) / single:.2f}x one eager run")
     if "prdc" in rates:  # the dataset-constraint search must not dominate an update
         td3 = rates.get("td3_bc") or ctrlbench_rate("td3_bc", data, args.updates, args.warmup, args.device)
         print(f"prdc     one update costs {td3 / rates['prdc']:.2f}x a TD3+BC update (target: at most 3x)")

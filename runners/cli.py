@@ -34,6 +34,8 @@ def _add_run_protocol(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--threads", type=int, default=None,
                    help="torch CPU threads (default: all cores; use 1 per run when runs share a machine)")
+    p.add_argument("--cuda-graphs", action="store_true",
+                   help="replay whole updates from captured CUDA graphs (GPU; algorithms that support it)")
 
 
 def _add_algo_fields(parser: argparse.ArgumentParser, algo_cls: type) -> None:
@@ -83,7 +85,7 @@ def cmd_run(argv: list[str]) -> int:
         algo=args.algo, task=args.task, seed=args.seed, steps=args.steps, eval_every=args.eval_every,
         eval_episodes=args.eval_episodes, curve_episodes=args.curve_episodes, device=args.device,
         results=args.results, checkpoint_every=args.checkpoint_every, overwrite=args.overwrite,
-        progress=False if args.no_progress else None, threads=args.threads,
+        progress=False if args.no_progress else None, threads=args.threads, cuda_graphs=args.cuda_graphs,
         config_file=load_yaml_config(args.config) if args.config else {}, config_cli=cli_cfg,
     )
     record = execute(req)
@@ -212,11 +214,14 @@ def cmd_sweep(argv: list[str]) -> int:
     parser.add_argument("--address", help="Ray cluster address (default: start a local Ray)")
     parser.add_argument("--gpus-per-run", type=float, help="Ray GPU share per run (default: 0.25 with cuda)")
     parser.add_argument("--algo-module", action="append", default=[])
+    parser.add_argument("--cuda-graphs", action="store_true", default=None,
+                        help="replay whole updates from captured CUDA graphs (GPU; algorithms that support it)")
     parser.add_argument("--threads", type=int, help="torch threads per run (default: the cores split between the "
                         "workers; use 1 on a machine busy with other jobs)")
     args = parser.parse_args(argv)
     values = load_sweep_file(args.file) if args.file else {}
-    for key in ("steps", "eval_every", "eval_episodes", "curve_episodes", "checkpoint_every", "device", "results"):
+    for key in ("steps", "eval_every", "eval_episodes", "curve_episodes", "checkpoint_every", "device", "results",
+                "cuda_graphs"):
         if getattr(args, key) is not None:
             values[key] = getattr(args, key)
     if args.algos:

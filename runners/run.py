@@ -26,6 +26,7 @@ from algorithms.core.checkpoint import load_checkpoint, save_checkpoint
 from algorithms.core.config import build_config, config_to_dict, stable_hash, task_overrides
 from algorithms.core.contract import AlgoContext, Algorithm
 from algorithms.core.errors import CtrlbenchError
+from algorithms.core.graphs import updater
 from algorithms.core.io import atomic_write_json
 from algorithms.core.registry import get_algorithm, overrides_file
 from algorithms.core.seeding import capture_rng_state, restore_rng_state, seed_everything
@@ -54,6 +55,7 @@ class RunRequest:
     overwrite: bool = False
     progress: bool | None = None  # None: a bar only on a terminal
     threads: int | None = None  # torch CPU threads (None: torch's default, all cores)
+    cuda_graphs: bool = False  # replay captured CUDA graphs of whole updates (algorithms/core/graphs.py)
     config_file: dict[str, Any] = field(default_factory=dict)  # values from --config
     config_cli: dict[str, Any] = field(default_factory=dict)  # values from --field flags
 
@@ -206,6 +208,7 @@ def execute(req: RunRequest, log: Callable[[str], None] = print) -> dict[str, An
                       reward_dim=p.task.reward_dim, cost_limit=p.task.cost_limit)
     ctx.make_envs = lambda n: _CountingVectorEnv(gym.vector.SyncVectorEnv([make_env] * n), ctx)
     algo = p.algo_cls(p.config, ctx)
+    updates = updater(algo, req.cuda_graphs)  # a bad --cuda-graphs fails here, before any work; capture waits
 
     ckpt = checkpoint_path(req.results, p.run_id)
     curve: list[dict[str, Any]] = []
@@ -231,8 +234,7 @@ def execute(req: RunRequest, log: Callable[[str], None] = print) -> dict[str, An
         stop = min([req.steps] + [(algo.step // e + 1) * e for e in events])
         t0 = time.perf_counter()
         metrics: dict[str, Any] = {}
-        while algo.step < stop:
-            metrics = algo.update()
+        metrics = updates.run(stop - algo.step)
         step = algo.step
         last_metrics = _check_finite(metrics, step, p.run_id)
         train_seconds += time.perf_counter() - t0
@@ -273,7 +275,8 @@ def execute(req: RunRequest, log: Callable[[str], None] = print) -> dict[str, An
         "packages": package_versions(),
         "git_commit": git_commit(),
         "device": device_name(device),
-        "torch_threads": torch.get_num_threads(),  # with the device, what the timings below were measured on
+        "torch_threads": torch.get_num_threads(),
+        "cuda_graphs": req.cuda_graphs,  # with the device, what the timings below were measured on
         "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "wall_time_s": round(wall_before + time.time() - started, 3),
         "train_time_s": round(train_seconds, 3),

@@ -42,11 +42,13 @@ class SweepSpec:
     results: Path = Path("results")
     overrides: dict[str, dict[str, Any]] = field(default_factory=dict)  # algo -> {field: value}
     algo_modules: list[str] = field(default_factory=list)
+    cuda_graphs: bool = False  # replay whole updates from captured CUDA graphs
 
     def requests(self) -> list[RunRequest]:
         return [RunRequest(algo=a, task=t, seed=s, steps=self.steps, eval_every=self.eval_every,
                            eval_episodes=self.eval_episodes, curve_episodes=self.curve_episodes, device=self.device,
                            results=self.results, checkpoint_every=self.checkpoint_every, progress=False,
+                           cuda_graphs=self.cuda_graphs,
                            config_cli=dict(self.overrides.get(a, {})))
                 for a in self.algos for t in self.tasks for s in self.seeds]
 

@@ -82,6 +82,14 @@ class Algorithm(ABC):
         """Deterministic actions for a batch of raw observations: (B, act_dim), or (B, H, act_dim)
         for a policy that emits action chunks. `weight` is the preference of multi-objective tasks."""
 
+    def graph_period(self) -> int | None:
+        """Updates per CUDA-graph replay when `update()` is capture-safe (algorithms/core/graphs.py), else None."""
+        return None
+
+    def graph_generators(self) -> list[torch.Generator]:
+        """Non-default generators `update()` draws from; a captured graph must advance them on each replay."""
+        return []
+
     def obs_tensor(self, obs: np.ndarray) -> torch.Tensor:
         return torch.as_tensor(np.asarray(obs, dtype=np.float32), device=self.device)
 

@@ -146,8 +146,11 @@ class TanhGaussianActor(nn.Module):
 
 def adam(params, lr: float, **kwargs) -> torch.optim.Adam:
     """Adam with the fused kernel where torch has one for the device (CPU and CUDA in torch >= 2.4): one pass
-    over all parameters per step instead of several; the update rule is Adam's."""
+    over all parameters per step instead of several; the update rule is Adam's. On CUDA it is capturable (its step
+    count lives on the device), so a CUDA graph can replay it (algorithms/core/graphs.py)."""
     params = list(params)
+    if params and params[0].is_cuda:
+        kwargs.setdefault("capturable", True)
     try:
         return torch.optim.Adam(params, lr=lr, fused=True, **kwargs)
     except (RuntimeError, TypeError, ValueError):
