@@ -182,8 +182,17 @@ def select(env_name: str, policies_dir: Path = POLICIES_DIR, work_dir: Path = Tr
     if not candidates:
         raise CtrlbenchError(f"{env_name}: no snapshot returns between {MEDIUM_FRACTION} of the expert's "
                              f"{expert_return:.0f}; train longer or snapshot more often")
-    medium = min(candidates, key=lambda p: abs(curve[_snapshot_step(p)] - target))
-    medium_return = float(evaluate_actor(load_actor(medium), env_name, episodes).mean())
+    # The training-time curve is a few episodes; confirm on `episodes` and take the closest to a third that
+    # stays inside the band (a noisy curve point can fall outside it on more episodes).
+    medium = medium_return = None
+    for p in sorted(candidates, key=lambda p: abs(curve[_snapshot_step(p)] - target))[:5]:
+        ret = float(evaluate_actor(load_actor(p), env_name, episodes).mean())
+        if MEDIUM_FRACTION[0] <= ret / expert_return <= MEDIUM_FRACTION[1]:
+            medium, medium_return = p, ret
+            break
+    if medium is None:
+        raise CtrlbenchError(f"{env_name}: no snapshot confirmed between {MEDIUM_FRACTION} of the expert's "
+                             f"{expert_return:.0f} on {episodes} episodes; train longer or snapshot more often")
     for name, src in (("expert", expert), ("medium", medium)):
         (out / f"{name}.pt").write_bytes(src.read_bytes())
     replay = [p for p in snaps if _snapshot_step(p) <= _snapshot_step(medium)]

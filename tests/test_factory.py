@@ -154,3 +154,27 @@ def test_resumed_training_drops_curve_rows_past_the_checkpoint(tmp_path) -> None
     _truncate_curve(path, 20000)
     assert path.read_text().splitlines() == ["env_steps,return_mean,return_std,wall_s", "10000,1,0,1",
                                              "20000,2,0,2"]
+
+
+def test_select_confirms_the_medium_inside_the_band(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The snapshot closest to a third on the training curve is rejected when more episodes put it outside
+    0.25-0.45 of the expert; the next closest that stays inside is taken, and the replay ends there."""
+    import tasks.behavior as behavior
+
+    work, out = tmp_path / "work", tmp_path / "policies"
+    (work / "hopper" / "snapshots").mkdir(parents=True)
+    (out / "hopper").mkdir(parents=True)
+    curve = {10: 100.0, 20: 1000.0, 30: 1200.0, 40: 3000.0}  # training-time returns
+    confirmed = {10: 100.0, 20: 700.0, 30: 1250.0, 40: 3000.0}  # on many episodes: step 20 falls to 0.23
+    rows = ["env_steps,return_mean,return_std,wall_s"] + [f"{k},{v},0,0" for k, v in curve.items()]
+    (out / "hopper" / "training.csv").write_text("\n".join(rows) + "\n")
+    for step in curve:
+        (work / "hopper" / "snapshots" / f"step_{step:08d}.pt").write_bytes(str(step).encode())
+    monkeypatch.setattr(behavior, "load_actor", lambda p: behavior._snapshot_step(p))
+    monkeypatch.setattr(behavior, "evaluate_actor", lambda step, env, n: np.array([confirmed[step]]))
+    manifest = behavior.select("hopper", policies_dir=out, work_dir=work, log=lambda m: None)
+    assert manifest["expert"]["env_steps"] == 40 and manifest["medium"]["env_steps"] == 30
+    assert [e["env_steps"] for e in manifest["replay_snapshots"]] == [10, 20, 30]
+    confirmed[30] = 500.0  # now nothing confirms inside the band
+    with pytest.raises(CtrlbenchError, match="no snapshot confirmed"):
+        behavior.select("hopper", policies_dir=out, work_dir=work, log=lambda m: None)
