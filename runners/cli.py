@@ -272,17 +272,46 @@ def cmd_check(argv: list[str]) -> int:
     return 1 if result.failures or (result.unbanded and not args.allow_unbanded) else 0
 
 
-COMMANDS = {"run": cmd_run, "sweep": cmd_sweep, "check": cmd_check, "list": cmd_list, "leaderboard": cmd_leaderboard,
-            "datasets": cmd_datasets, "demo": cmd_demo}
+def cmd_beats(argv: list[str]) -> int:
+    from leaderboard.compare import compare, report, verdicts
+    from runners.records import load_records
+
+    parser = _Parser(prog="ctrlbench beats",
+                     description="Does each algorithm beat a baseline by more than the seed spread? "
+                                 "(mean difference > sum of the seed stds, per task)")
+    parser.add_argument("--results", type=Path, default=Path("results"), help="records to compare")
+    parser.add_argument("--baseline", default="bc", help="the algorithm to beat (default: %(default)s)")
+    parser.add_argument("--min-tasks", type=int, default=1,
+                        help="tasks an algorithm must win to pass (default: %(default)s)")
+    parser.add_argument("--algos", help="only these algorithms (comma-separated)")
+    parser.add_argument("--tasks", help="only these tasks (comma-separated)")
+    args = parser.parse_args(argv)
+    records = load_records(args.results)
+    if args.algos:
+        keep = {a.strip() for a in args.algos.split(",")} | {args.baseline}
+        records = [r for r in records if r["algorithm"] in keep]
+    if args.tasks:
+        keep = {t.strip() for t in args.tasks.split(",")}
+        records = [r for r in records if r["task"] in keep]
+    comparisons = compare(records, args.baseline)
+    if not comparisons:
+        raise CtrlbenchError(f"no algorithm under {args.results} shares a task and budget with {args.baseline}")
+    print(report(comparisons, args.baseline, args.min_tasks))
+    return 0 if all(verdicts(comparisons, args.min_tasks).values()) else 1
+
+
+COMMANDS = {"run": cmd_run, "sweep": cmd_sweep, "check": cmd_check, "beats": cmd_beats, "list": cmd_list,
+            "leaderboard": cmd_leaderboard, "datasets": cmd_datasets, "demo": cmd_demo}
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
-        usage = ("usage: ctrlbench {run,sweep,check,list,leaderboard,datasets,demo} ...\n"
+        usage = ("usage: ctrlbench {run,sweep,check,beats,list,leaderboard,datasets,demo} ...\n"
                  "  run          train one algorithm on one task (`ctrlbench run --algo td3_bc --help`)\n"
                  "  sweep        algorithms x tasks x seeds on a process pool or Ray, resumable\n"
                  "  check        score-regression check of records against reference bands\n"
+                 "  beats        does each algorithm beat a baseline by more than the seed spread?\n"
                  "  list         list algorithms or tasks\n"
                  "  leaderboard  tables from the result records\n"
                  "  datasets     build and list datasets\n"
