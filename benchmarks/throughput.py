@@ -75,6 +75,27 @@ def ctrlbench_rate(name: str, data: TransitionData, updates: int, warmup: int, d
     return chunk * time_loop(lambda: runner.run(chunk), max(1, updates // chunk), 1, device)
 
 
+def flops_per_update(name: str, device: str) -> float:
+    """Floating-point operations of one update (averaged over two: TD3's actor steps every other one)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    cls = get_algorithm(name)
+    ctx = AlgoContext(observation_space=gym.spaces.Box(-np.inf, np.inf, (OBS_DIM,), np.float32),
+                      action_space=gym.spaces.Box(-1.0, 1.0, (ACT_DIM,), np.float32),
+                      device=torch.device(device), seed=0, total_updates=1_000_000, dataset=synthetic(10_000))
+    algo = cls(cls.Config(), ctx)
+    with FlopCounterMode(display=False) as counter:
+        algo.update()
+        algo.update()
+    return counter.get_total_flops() / 2
+
+
+def gemm_flops_per_s(device: str, n: int = 2048, reps: int = 20) -> float:
+    """The machine's dense fp32 matmul rate at the current thread count: what 'near the limit' is measured against."""
+    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
+    return 2 * n**3 * time_loop(lambda: torch.mm(a, b), reps, 3, device)
+
+
 def _parallel_worker(args: tuple[int, int, int, str, int | None, bool], barrier, out) -> None:
     size, updates, warmup, device, threads, graphs = args
     if threads:
@@ -164,6 +185,8 @@ def main() -> None:
     parser.add_argument("--eval-episodes", type=int, default=20)
     parser.add_argument("--cuda-graphs", action="store_true", help="also time ctrlbench with CUDA-graph replay")
     parser.add_argument("--parallel", type=int, default=0, help="also time this many TD3+BC runs at once")
+    parser.add_argument("--roofline", action="store_true",
+                        help="also print each rate as GFLOP/s next to the machine's dense matmul GFLOP/s")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -177,6 +200,13 @@ def main() -> None:
         ratio = f"{ours / peer:.2f}x" if peer else "n/a (no d3rlpy peer measured)"
         peer_text = f"{peer:.1f}" if peer else "-"
         print(f"{name:8s} ctrlbench {ours:8.1f} updates/s   d3rlpy {peer_text:>8s} updates/s   ratio {ratio}")
+    if args.roofline:
+        peak = gemm_flops_per_s(args.device)
+        print(f"roofline dense fp32 matmul (2048^3) {peak / 1e9:8.1f} GFLOP/s on this device and thread count")
+        for name, ours in rates.items():
+            flops = flops_per_update(name, args.device)
+            print(f"{name:8s} {flops / 1e6:6.1f} MFLOP/update: ctrlbench {ours * flops / 1e9:6.1f} GFLOP/s "
+                  f"({ours * flops / peak:.0%} of the matmul rate)")
     if args.cuda_graphs:
         for name in ("bc", "td3_bc"):
             graphed = ctrlbench_rate(name, data, args.updates, args.warmup, args.device, cuda_graphs=True)
