@@ -251,7 +251,8 @@ def cmd_check(argv: list[str]) -> int:
     from runners.records import load_records
 
     parser = _Parser(prog="ctrlbench check", description="Fail when a score drops below its reference band.")
-    parser.add_argument("--results", type=Path, default=Path("results"), help="records to check")
+    parser.add_argument("--results", type=Path, default=Path("results/regression"),
+                        help="records to check (default: the committed regression records)")
     parser.add_argument("--bands", type=Path, default=Path("results/regression/bands.json"),
                         help="versioned bands file (default: the committed regression bands)")
     parser.add_argument("--update-bands", action="store_true",

@@ -100,6 +100,13 @@ def test_regression_suite_reproduces_within_committed_bands(minari_root: Path, t
     assert "9 within band" in verdict.stdout or "0 below, 0 without a band" in verdict.stdout
 
 
+def test_check_defaults_to_the_committed_regression_suite() -> None:
+    res = run_cli("check")
+    assert res.returncode == 0 and "9 within band" in res.stdout, res.stdout + res.stderr
+
+
 def test_records_below_results_are_all_found() -> None:
-    """`ctrlbench leaderboard` and `check` with the default --results see the committed regression records."""
-    assert len(load_records(REPO / "results")) == len(load_records(REGRESSION)) == 9
+    """`ctrlbench leaderboard` and `check` with the default --results see every committed record below it."""
+    regression, learning = load_records(REGRESSION), load_records(REPO / "results" / "learning")
+    assert len(regression) == 9 and learning
+    assert len(load_records(REPO / "results")) == len(regression) + len(learning)
