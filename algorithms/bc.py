@@ -68,9 +68,6 @@ class BC(Algorithm):
     def graph_period(self) -> int:
         return 1  # no host syncs, no schedule
 
-    def graph_generators(self) -> list[torch.Generator]:
-        return [self.sampler.generator]
-
     @torch.no_grad()
     def act(self, obs: np.ndarray, weight: np.ndarray | None = None) -> np.ndarray:
         return self.actor(self.obs_tensor(self.normalizer(obs))).cpu().numpy()

@@ -6,7 +6,8 @@ IQL never queries Q at actions outside the dataset. Follows CORL `algorithms/off
            (V(s') is computed before this step's V update); Q' is a Polyak copy of Q, updated every step.
   actor:   L_pi = mean[min(exp(beta sg(u)), 100) * (-log pi(a|s))]  (log pi summed over action dims),
            or with a deterministic actor mean[w * ||pi(s) - a||^2] (summed over action dims);
-           the actor's learning rate is cosine-annealed to 0 over the run's update budget.
+           the actor's learning rate is cosine-annealed to 0 over the run's update budget (on the device, so a
+           CUDA graph can replay the update: algorithms/core/schedules.py).
 States are normalized with dataset statistics (CORL), at evaluation too. Per-task settings (hopper overrides)
 are in `algorithms/configs/iql.yaml`.
 Deviation: the Gaussian log-likelihood is of a / max_action (CORL uses a directly); identical when max_action = 1
@@ -27,6 +28,7 @@ from algorithms.core.contract import AlgoContext, Algorithm
 from algorithms.core.data import Batch, offline_sampler, scale_rewards_by_return_range
 from algorithms.core.nets import EnsembleQ, adam, mlp, soft_update
 from algorithms.core.registry import register
+from algorithms.core.schedules import CosineLR
 
 EXP_ADV_MAX = 100.0
 LOG_STD_MIN, LOG_STD_MAX = -20.0, 2.0
@@ -65,7 +67,7 @@ class GaussianActor(nn.Module):
 
     def forward(self, obs: torch.Tensor) -> torch.distributions.Normal:
         std = self.log_std.clamp(LOG_STD_MIN, LOG_STD_MAX).exp()
-        return torch.distributions.Normal(self.net(obs), std)
+        return torch.distributions.Normal(self.net(obs), std, validate_args=False)  # validation syncs the host
 
 
 def expectile_loss(u: torch.Tensor, expectile: float) -> torch.Tensor:
@@ -122,8 +124,7 @@ class IQL(Algorithm):
             self.actor = GaussianActor(ctx.obs_dim, ctx.act_dim, config.hidden)
         self.actor.to(self.device)
         self.actor_optimizer = adam(self.actor.parameters(), lr=config.actor_lr)
-        self.actor_schedule = torch.optim.lr_scheduler.CosineAnnealingLR(self.actor_optimizer,
-                                                                         max(1, ctx.total_updates))
+        self.actor_schedule = CosineLR(self.actor_optimizer, ctx.total_updates)
         self.critic = EnsembleQ(ctx.obs_dim, ctx.act_dim, config.hidden, n=2).to(self.device)
         self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
         self.critic_optimizer = adam(self.critic.parameters(), lr=config.critic_lr)
@@ -155,6 +156,9 @@ class IQL(Algorithm):
         self.actor_schedule.step()
         return {"value_loss": v_loss.detach(), "q_loss": loss_q.detach(), "actor_loss": pi_loss.detach(),
                 "advantage": u.mean().detach()}
+
+    def graph_period(self) -> int:
+        return 1  # no host syncs: the cosine schedule runs on the device (algorithms/core/schedules.py)
 
     @torch.no_grad()
     def act(self, obs: np.ndarray, weight: np.ndarray | None = None) -> np.ndarray:

@@ -208,7 +208,7 @@ def main() -> None:
             print(f"{name:8s} {flops / 1e6:6.1f} MFLOP/update: ctrlbench {ours * flops / 1e9:6.1f} GFLOP/s "
                   f"({ours * flops / peak:.0%} of the matmul rate)")
     if args.cuda_graphs:
-        for name in ("bc", "td3_bc"):
+        for name in ("bc", "td3_bc", "iql"):
             graphed = ctrlbench_rate(name, data, args.updates, args.warmup, args.device, cuda_graphs=True)
             eager = rates.get(name) or ctrlbench_rate(name, data, args.updates, args.warmup, args.device)
             print(f"{name:8s} ctrlbench CUDA graphs {graphed:8.1f} updates/s   eager {eager:8.1f}   "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 
 import numpy as np
@@ -77,12 +78,35 @@ def test_update_order_and_cosine_schedule() -> None:
     metrics = algo.update()
     assert set(metrics) == {"value_loss", "q_loss", "actor_loss", "advantage"}
     assert any(not torch.equal(a, b) for a, b in zip(target_before, algo.critic_target.parameters()))
-    lrs = [algo.actor_optimizer.param_groups[0]["lr"]]
+    lrs = [float(algo.actor_optimizer.param_groups[0]["lr"])]
     for _ in range(3):
         algo.update()
-        lrs.append(algo.actor_optimizer.param_groups[0]["lr"])
+        lrs.append(float(algo.actor_optimizer.param_groups[0]["lr"]))
     expected = [3e-4 * (1 + math.cos(math.pi * t / 4)) / 2 for t in range(1, 5)]
-    np.testing.assert_allclose(lrs, expected, atol=1e-12)
+    np.testing.assert_allclose(lrs, expected, rtol=1e-6, atol=1e-12)  # the lr is a float32 tensor
+
+
+def test_cosine_schedule_matches_torch_and_survives_a_checkpoint() -> None:
+    """The device-side schedule gives torch's CosineAnnealingLR values, and a resumed run continues it."""
+    ctx = tiny_context()
+    ctx.total_updates = 10
+    algo = IQL(IQLConfig(batch_size=8), ctx)
+    reference = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=3e-4)
+    torch_schedule = torch.optim.lr_scheduler.CosineAnnealingLR(reference, 10)
+    for _ in range(6):
+        algo.update()
+        torch_schedule.step()
+    assert float(algo.actor_optimizer.param_groups[0]["lr"]) == pytest.approx(reference.param_groups[0]["lr"],
+                                                                             rel=1e-6)
+    resumed = IQL(IQLConfig(batch_size=8), ctx)
+    resumed.load_state_dict(copy.deepcopy(algo.state_dict()))  # as through torch.save: no shared tensors
+    for _ in range(2):
+        algo.update()
+        resumed.update()
+    group = resumed.actor_optimizer.param_groups[0]
+    assert group["lr"] is resumed.actor_schedule.lr  # still the tensor the schedule rewrites
+    assert float(group["lr"]) == float(algo.actor_optimizer.param_groups[0]["lr"]) > 0
+    assert all(torch.equal(a, b) for a, b in zip(resumed.actor.parameters(), algo.actor.parameters()))
 
 
 def test_act_uses_the_mean_action() -> None:

@@ -87,8 +87,10 @@ class Algorithm(ABC):
         return None
 
     def graph_generators(self) -> list[torch.Generator]:
-        """Non-default generators `update()` draws from; a captured graph must advance them on each replay."""
-        return []
+        """Non-default generators `update()` draws from; a captured graph must advance them on each replay.
+        By default the offline sampler's, where the algorithm has one as `self.sampler`."""
+        sampler = getattr(self, "sampler", None)
+        return [sampler.generator] if sampler is not None else []
 
     def obs_tensor(self, obs: np.ndarray) -> torch.Tensor:
         return torch.as_tensor(np.asarray(obs, dtype=np.float32), device=self.device)

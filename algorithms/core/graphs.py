@@ -10,7 +10,8 @@ capture-safe:
   - its Python-side behavior repeats with that period (TD3's delayed actor step: period `policy_freq`); the only
     other Python state it changes is `self.step`, which the replayer advances;
   - its randomness comes from the default CUDA generator or from the generators `graph_generators()` lists;
-  - its optimizers are capturable (`nets.adam` makes them so on CUDA).
+  - its optimizers are capturable (`nets.adam` makes them so on CUDA) and its learning-rate schedules run on the
+    device (`schedules.CosineLR`), since a replay repeats kernels, not Python.
 The replayer runs eagerly until `step` is a multiple of the period and a few warm-up updates are done (lazy CUDA
 init, optimizer state), captures, and runs any remainder shorter than a period eagerly. A replayed update is the
 same computation as an eager one on the same batch; tests/test_graphs.py checks the bookkeeping on CPU with a stand-in

@@ -129,9 +129,6 @@ class TD3Family(Algorithm):
         self.normalizer, self.sampler = offline_sampler(data, self.device, self.ctx.seed, self.config.normalize)
         self.td3 = TD3Core(self.ctx, self.config, actor_hidden, critic_hidden, actor_dropout)
 
-    def graph_generators(self) -> list[torch.Generator]:
-        return [self.sampler.generator]
-
     @property
     def actor(self) -> DeterministicActor:
         return self.td3.actor
