@@ -188,6 +188,9 @@ class CQL(Algorithm):
                        alpha=alpha, critic_loss=critic_loss.detach())
         return metrics
 
+    def graph_period(self) -> int:
+        return 1  # no host syncs; its noise comes from the default generator, which a CUDA graph advances itself
+
     @torch.no_grad()
     def act(self, obs: np.ndarray, weight: np.ndarray | None = None) -> np.ndarray:
         action, _ = self.actor(self.obs_tensor(self.normalizer(obs)), deterministic=True)

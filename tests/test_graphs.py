@@ -14,6 +14,7 @@ from algorithms.core.errors import CtrlbenchError
 from algorithms.core.graphs import EagerUpdates, GraphedUpdates
 from algorithms.cql import CQL, CQLConfig
 from algorithms.iql import IQL, IQLConfig
+from algorithms.spot import SPOT, SPOTConfig
 from algorithms.td3_bc import TD3BC, TD3BCConfig
 from tests.algo_helpers import params, same, tiny_context
 from tests.conftest import run_cli
@@ -109,9 +110,25 @@ def test_iql_replays_equal_eager_updates_schedule_included() -> None:
     assert float(graphed.actor_schedule.lr) == float(eager.actor_schedule.lr) < 3e-4 * 0.01
 
 
+def test_cql_replays_equal_eager_updates() -> None:
+    def build() -> CQL:
+        torch.manual_seed(0)
+        return CQL(CQLConfig(batch_size=16, cql_n_actions=3), tiny_context())
+
+    eager, graphed = build(), build()
+    backend = StandIn(graphed)
+    torch.manual_seed(1)  # the policy samples and the random actions of the penalty
+    EagerUpdates(eager).run(12)
+    torch.manual_seed(1)
+    GraphedUpdates(graphed, warmup=2, backend=backend).run(12)
+    assert backend.replays == 10 and graphed.step == 12
+    assert same(params(graphed.critic), params(eager.critic)) and same(params(graphed.actor), params(eager.actor))
+    assert torch.equal(graphed.log_alpha, eager.log_alpha)
+
+
 def test_refuses_algorithms_that_are_not_capture_safe_and_cpu_devices() -> None:
-    with pytest.raises(CtrlbenchError, match="cql does not support --cuda-graphs"):
-        GraphedUpdates(CQL(CQLConfig(batch_size=8), tiny_context()))
+    with pytest.raises(CtrlbenchError, match="spot does not support --cuda-graphs"):
+        GraphedUpdates(SPOT(SPOTConfig(batch_size=8, vae_steps=2), tiny_context()))
     with pytest.raises(CtrlbenchError, match="needs a CUDA device"):
         GraphedUpdates(td3_bc())
 
@@ -125,12 +142,13 @@ def test_cli_cuda_graphs_on_cpu_is_one_line(minari_root: Path, tmp_path: Path) -
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
-@pytest.mark.parametrize("make", ["td3_bc", "iql"])
+@pytest.mark.parametrize("make", ["td3_bc", "iql", "cql"])
 def test_cuda_graph_updates_match_eager_on_gpu(make: str) -> None:
     def build():
         torch.manual_seed(0)
         ctx = dataclasses.replace(tiny_context(), device=torch.device("cuda"), total_updates=50)
-        return TD3BC(TD3BCConfig(batch_size=16), ctx) if make == "td3_bc" else IQL(IQLConfig(batch_size=16), ctx)
+        algo, config = {"td3_bc": (TD3BC, TD3BCConfig), "iql": (IQL, IQLConfig), "cql": (CQL, CQLConfig)}[make]
+        return algo(config(batch_size=16), ctx)
 
     eager, graphed = build(), build()
     torch.manual_seed(1)
