@@ -91,3 +91,7 @@ class PRDC(TD3Family):
             metrics |= self.td3.actor_step(lambda: actor_loss(self.actor, self.critic, batch, cfg.alpha,
                                                               self.neighbors, self.dataset_actions, cfg.beta))
         return metrics
+
+    def graph_period(self) -> int | None:
+        # the device search is capture-safe; the k-d tree copies every query to the host
+        return self.config.policy_freq if self.neighbors.backend == "torch" else None

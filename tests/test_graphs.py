@@ -14,6 +14,7 @@ from algorithms.core.errors import CtrlbenchError
 from algorithms.core.graphs import EagerUpdates, GraphedUpdates
 from algorithms.cql import CQL, CQLConfig
 from algorithms.iql import IQL, IQLConfig
+from algorithms.prdc import PRDC, PRDCConfig
 from algorithms.spot import SPOT, SPOTConfig
 from algorithms.td3_bc import TD3BC, TD3BCConfig
 from tests.algo_helpers import params, same, tiny_context
@@ -124,6 +125,22 @@ def test_cql_replays_equal_eager_updates() -> None:
     assert backend.replays == 10 and graphed.step == 12
     assert same(params(graphed.critic), params(eager.critic)) and same(params(graphed.actor), params(eager.actor))
     assert torch.equal(graphed.log_alpha, eager.log_alpha)
+
+
+def test_prdc_replays_with_the_device_search_and_refuses_the_kdtree() -> None:
+    def build(search: str) -> PRDC:
+        torch.manual_seed(0)
+        return PRDC(PRDCConfig(batch_size=16, search=search), tiny_context())
+
+    eager, graphed = build("torch"), build("torch")
+    backend = StandIn(graphed)
+    torch.manual_seed(1)
+    EagerUpdates(eager).run(14)
+    torch.manual_seed(1)
+    GraphedUpdates(graphed, warmup=2, backend=backend).run(14)
+    assert backend.replays == 5 and same(params(graphed.actor), params(eager.actor))
+    with pytest.raises(CtrlbenchError, match="prdc does not support --cuda-graphs"):
+        GraphedUpdates(build("kdtree"), backend=StandIn(None))
 
 
 def test_refuses_algorithms_that_are_not_capture_safe_and_cpu_devices() -> None:
