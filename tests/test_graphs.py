@@ -159,12 +159,13 @@ def test_cli_cuda_graphs_on_cpu_is_one_line(minari_root: Path, tmp_path: Path) -
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
-@pytest.mark.parametrize("make", ["td3_bc", "iql", "cql"])
+@pytest.mark.parametrize("make", ["td3_bc", "iql", "cql", "prdc"])
 def test_cuda_graph_updates_match_eager_on_gpu(make: str) -> None:
     def build():
         torch.manual_seed(0)
         ctx = dataclasses.replace(tiny_context(), device=torch.device("cuda"), total_updates=50)
-        algo, config = {"td3_bc": (TD3BC, TD3BCConfig), "iql": (IQL, IQLConfig), "cql": (CQL, CQLConfig)}[make]
+        algo, config = {"td3_bc": (TD3BC, TD3BCConfig), "iql": (IQL, IQLConfig), "cql": (CQL, CQLConfig),
+                        "prdc": (PRDC, PRDCConfig)}[make]
         return algo(config(batch_size=16), ctx)
 
     eager, graphed = build(), build()
