@@ -146,3 +146,6 @@ class A2PR(TD3Family):
                 lambda: actor_loss(self.actor, self.critic, self.vae, batch, v_now, cfg.alpha, cfg.mask, q1_data),
                 self.vae)
         return metrics
+
+    def graph_period(self) -> int:
+        return self.config.policy_freq  # no host syncs; the VAE's noise comes from the default generator

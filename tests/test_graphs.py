@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from algorithms.a2pr import A2PR, A2PRConfig
 from algorithms.bc import BC, BCConfig
 from algorithms.core.errors import CtrlbenchError
 from algorithms.core.graphs import EagerUpdates, GraphedUpdates
@@ -127,6 +128,22 @@ def test_cql_replays_equal_eager_updates() -> None:
     assert torch.equal(graphed.log_alpha, eager.log_alpha)
 
 
+def test_a2pr_replays_equal_eager_updates() -> None:
+    def build() -> A2PR:
+        torch.manual_seed(0)
+        return A2PR(A2PRConfig(batch_size=16), tiny_context())
+
+    eager, graphed = build(), build()
+    backend = StandIn(graphed)
+    torch.manual_seed(1)
+    EagerUpdates(eager).run(14)
+    torch.manual_seed(1)
+    GraphedUpdates(graphed, warmup=2, backend=backend).run(14)
+    assert backend.replays == 5
+    for name in ("actor", "critic", "value", "vae"):
+        assert same(params(getattr(graphed, name)), params(getattr(eager, name))), name
+
+
 def test_prdc_replays_with_the_device_search_and_refuses_the_kdtree() -> None:
     def build(search: str) -> PRDC:
         torch.manual_seed(0)
@@ -159,13 +176,13 @@ def test_cli_cuda_graphs_on_cpu_is_one_line(minari_root: Path, tmp_path: Path) -
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
-@pytest.mark.parametrize("make", ["td3_bc", "iql", "cql", "prdc"])
+@pytest.mark.parametrize("make", ["td3_bc", "iql", "cql", "prdc", "a2pr"])
 def test_cuda_graph_updates_match_eager_on_gpu(make: str) -> None:
     def build():
         torch.manual_seed(0)
         ctx = dataclasses.replace(tiny_context(), device=torch.device("cuda"), total_updates=50)
         algo, config = {"td3_bc": (TD3BC, TD3BCConfig), "iql": (IQL, IQLConfig), "cql": (CQL, CQLConfig),
-                        "prdc": (PRDC, PRDCConfig)}[make]
+                        "prdc": (PRDC, PRDCConfig), "a2pr": (A2PR, A2PRConfig)}[make]
         return algo(config(batch_size=16), ctx)
 
     eager, graphed = build(), build()
