@@ -9,7 +9,10 @@ Both libraries train on the same synthetic 1M-transition dataset (HalfCheetah sh
 6-d actions), batch 256, 2x256 MLPs, state normalization on, sampling included in every update. The peer is
 d3rlpy (`pip install d3rlpy`; its gymnasium pin can be skipped with `--no-deps`). The evaluation part
 compares the batched, seeded evaluator with a plain one-environment loop on HalfCheetah-v5.
-With prdc in --algos it also prints the cost of a PRDC update relative to a TD3+BC update. `--cuda-graphs`
+With prdc in --algos it also prints the cost of a PRDC update relative to a TD3+BC update. `--dataset ID` trains
+on a built Minari dataset (e.g. ctrlbench/hopper/medium-v0) instead: PRDC's k-d tree search costs far less on real
+data, whose points lie near a low-dimensional set, than on the synthetic Gaussian cloud, and less once `--warmup`
+updates have brought pi(s) near the data. `--cuda-graphs`
 adds ctrlbench's CUDA-graph replay (algorithms/core/graphs.py) next to its eager loop. `--parallel K` also starts K
 TD3+BC runs at once, each in its own process on the same device, and prints their summed updates/s.
 """
@@ -30,6 +33,7 @@ from algorithms.core.data import TransitionData
 from algorithms.core.graphs import updater
 from algorithms.core.registry import get_algorithm
 from runners.evaluation import episode_seeds, evaluate
+from tasks.datasets import load_transitions
 
 OBS_DIM, ACT_DIM, BATCH = 17, 6, 256
 
@@ -61,13 +65,16 @@ def time_loop(step, updates: int, warmup: int, device: str) -> float:
     return updates / (time.perf_counter() - t0)
 
 
+def context(data: TransitionData, device: str) -> AlgoContext:
+    return AlgoContext(observation_space=gym.spaces.Box(-np.inf, np.inf, (data.obs_dim,), np.float32),
+                       action_space=gym.spaces.Box(-1.0, 1.0, (data.act_dim,), np.float32),
+                       device=torch.device(device), seed=0, total_updates=1_000_000, dataset=data)
+
+
 def ctrlbench_rate(name: str, data: TransitionData, updates: int, warmup: int, device: str,
                    cuda_graphs: bool = False) -> float:
     cls = get_algorithm(name)
-    ctx = AlgoContext(observation_space=gym.spaces.Box(-np.inf, np.inf, (OBS_DIM,), np.float32),
-                      action_space=gym.spaces.Box(-1.0, 1.0, (ACT_DIM,), np.float32),
-                      device=torch.device(device), seed=0, total_updates=1_000_000, dataset=data)
-    algo = cls(cls.Config(), ctx)
+    algo = cls(cls.Config(), context(data, device))
     if not cuda_graphs:
         return time_loop(algo.update, updates, warmup, device)
     runner, chunk = updater(algo, cuda_graphs=True), 100  # the runner's host calls: 100 updates each at least
@@ -80,10 +87,7 @@ def flops_per_update(name: str, device: str) -> float:
     from torch.utils.flop_counter import FlopCounterMode
 
     cls = get_algorithm(name)
-    ctx = AlgoContext(observation_space=gym.spaces.Box(-np.inf, np.inf, (OBS_DIM,), np.float32),
-                      action_space=gym.spaces.Box(-1.0, 1.0, (ACT_DIM,), np.float32),
-                      device=torch.device(device), seed=0, total_updates=1_000_000, dataset=synthetic(10_000))
-    algo = cls(cls.Config(), ctx)
+    algo = cls(cls.Config(), context(synthetic(10_000), device))
     with FlopCounterMode(display=False) as counter:
         algo.update()
         algo.update()
@@ -120,6 +124,12 @@ def parallel_rate(k: int, size: int, updates: int, warmup: int, device: str, thr
     return rates
 
 
+def episode_ends(data: TransitionData) -> np.ndarray:
+    """1.0 at each episode's last transition that is not a termination (d3rlpy's `timeouts`)."""
+    last = np.append(data.episode_ids[1:] != data.episode_ids[:-1], True)
+    return (last & (data.terminals == 0)).astype(np.float32)
+
+
 def d3rlpy_rate(name: str, data: TransitionData, updates: int, warmup: int, device: str) -> float | None:
     try:
         import d3rlpy
@@ -127,7 +137,7 @@ def d3rlpy_rate(name: str, data: TransitionData, updates: int, warmup: int, devi
         return None
     dataset = d3rlpy.dataset.MDPDataset(observations=data.observations, actions=data.actions,
                                         rewards=data.rewards, terminals=data.terminals,
-                                        timeouts=timeouts(len(data)).astype(np.float32))
+                                        timeouts=episode_ends(data))
     scaler = d3rlpy.preprocessing.StandardObservationScaler()
     gpu = device if device.startswith("cuda") else False
     if name == "td3_bc":
@@ -181,6 +191,7 @@ def main() -> None:
     parser.add_argument("--updates", type=int, default=1000)
     parser.add_argument("--warmup", type=int, default=100)
     parser.add_argument("--size", type=int, default=1_000_000)
+    parser.add_argument("--dataset", default=None, help="train on this built Minari dataset, not synthetic data")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--eval-episodes", type=int, default=20)
     parser.add_argument("--cuda-graphs", action="store_true", help="also time ctrlbench with CUDA-graph replay")
@@ -190,9 +201,9 @@ def main() -> None:
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    data = load_transitions(args.dataset).transitions if args.dataset else synthetic(args.size)
     print(f"# {platform.processor() or platform.machine()}, torch {torch.__version__}, {torch.get_num_threads()} "
-          f"threads, device {args.device}, {args.size} transitions, batch {BATCH}")
-    data = synthetic(args.size)
+          f"threads, device {args.device}, {args.dataset or 'synthetic'}: {len(data)} transitions, batch {BATCH}")
     rates: dict[str, float] = {}
     for name in args.algos.split(","):
         ours = rates[name] = ctrlbench_rate(name, data, args.updates, args.warmup, args.device)

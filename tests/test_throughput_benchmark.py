@@ -1,0 +1,31 @@
+"""benchmarks/throughput.py runs end to end on tiny inputs (its numbers are measured by hand, never asserted)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+import throughput  # noqa: E402
+
+
+def test_episode_ends_marks_truncated_episode_ends_only() -> None:
+    data = throughput.synthetic(3000)
+    np.testing.assert_array_equal(throughput.episode_ends(data),
+                                  (throughput.timeouts(3000) & (data.terminals == 0)).astype(np.float32))
+    data.terminals[999] = 1.0  # an episode that ends in a termination is not a timeout
+    assert throughput.episode_ends(data)[999] == 0.0 and throughput.episode_ends(data)[1999] == 1.0
+
+
+def test_benchmark_prints_rates_and_the_prdc_ratio() -> None:
+    res = subprocess.run([sys.executable, "benchmarks/throughput.py", "--algos", "td3_bc,prdc", "--updates", "4",
+                          "--warmup", "2", "--size", "3000", "--eval-episodes", "0", "--threads", "1"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    assert "synthetic: 3000 transitions" in res.stdout
+    assert "td3_bc   ctrlbench" in res.stdout and "prdc     one update costs" in res.stdout
