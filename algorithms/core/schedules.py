@@ -31,10 +31,12 @@ class CosineLR:
         for group in self.optimizer.param_groups:
             group["lr"] = self.lr
 
+    def _refresh(self) -> None:
+        self.lr.copy_(torch.cos(self.t * (math.pi / self.total)).add_(1.0).mul_(0.5 * self.base))
+
     def step(self) -> None:
         self.t.add_(1.0)
-        lr = torch.cos(self.t * (math.pi / self.total)).add_(1.0).mul_(0.5 * self.base)
-        self.lr.copy_(lr)
+        self._refresh()
 
     def state_dict(self) -> dict[str, Any]:
         return {"t": self.t.clone(), "base": self.base, "total": self.total}
@@ -42,5 +44,5 @@ class CosineLR:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.base, self.total = float(state["base"]), int(state["total"])
         self.t.copy_(state["t"])
-        self.lr.copy_(torch.cos(self.t * (math.pi / self.total)).add_(1.0).mul_(0.5 * self.base))
+        self._refresh()
         self._attach()  # the optimizer's own load_state_dict put a copy of the saved tensor there
