@@ -76,8 +76,14 @@ def test_tanh_gaussian_log_prob_matches_torch_transformed_distribution() -> None
     torch.testing.assert_close(logp, dist.log_prob(action).sum(-1), rtol=1e-4, atol=1e-4)
     det, _ = actor(obs, deterministic=True)
     torch.testing.assert_close(det, torch.tanh(mean))
+    torch.manual_seed(2)
     repeated, lp = actor(obs, repeat=4)
     assert repeated.shape == (5, 4, 2) and lp.shape == (5, 4)
+    torch.manual_seed(2)  # repeat=n draws exactly what n stacked copies of each state would
+    copies, lp_copies = actor(obs.unsqueeze(1).expand(-1, 4, -1))
+    torch.testing.assert_close(repeated, copies)
+    torch.testing.assert_close(lp, lp_copies)
+    assert not torch.equal(repeated[:, 0], repeated[:, 1])  # independent draws per copy
 
 
 def test_entropy_temperature_moves_toward_target() -> None:

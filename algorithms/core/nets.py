@@ -131,9 +131,10 @@ class TanhGaussianActor(nn.Module):
 
     def forward(self, obs: torch.Tensor, deterministic: bool = False, repeat: int | None = None
                 ) -> tuple[torch.Tensor, torch.Tensor]:
-        if repeat is not None:  # (B, obs) -> (B, repeat, obs)
-            obs = obs.unsqueeze(1).expand(-1, repeat, -1)
-        mean, raw_log_std = self.net(obs).split(self.act_dim, dim=-1)
+        out = self.net(obs)
+        if repeat is not None:  # the MLP runs once per state; only the samples differ: (B, 2A) -> (B, repeat, 2A)
+            out = out.unsqueeze(-2).expand(*out.shape[:-1], repeat, out.shape[-1])
+        mean, raw_log_std = out.split(self.act_dim, dim=-1)
         log_std = (self.log_std_multiplier * raw_log_std + self.log_std_offset).clamp(-20.0, 2.0)
         std = log_std.exp()
         z = mean if deterministic else mean + std * torch.randn_like(mean)
