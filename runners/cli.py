@@ -195,7 +195,7 @@ def cmd_demo(argv: list[str]) -> int:
 
 
 def cmd_sweep(argv: list[str]) -> int:
-    from runners.sweep import SweepSpec, load_sweep_file, parse_seeds, run_sweep, summarize
+    from runners.sweep import SweepSpec, load_sweep_file, parse_seeds, print_states, run_states, run_sweep, summarize
 
     parser = _Parser(prog="ctrlbench sweep", description="Algorithms x tasks x seeds, resumable and fault-isolated.")
     parser.add_argument("--file", type=Path, help="YAML sweep file (algos, tasks, seeds, steps, overrides, ...)")
@@ -218,6 +218,8 @@ def cmd_sweep(argv: list[str]) -> int:
                         help="replay whole updates from captured CUDA graphs (GPU; algorithms that support it)")
     parser.add_argument("--threads", type=int, help="torch threads per run (default: the cores split between the "
                         "workers; use 1 on a machine busy with other jobs)")
+    parser.add_argument("--status", action="store_true",
+                        help="list each run as recorded, partial (its checkpoint's update) or pending; train nothing")
     args = parser.parse_args(argv)
     values = load_sweep_file(args.file) if args.file else {}
     for key in ("steps", "eval_every", "eval_episodes", "curve_episodes", "checkpoint_every", "device", "results",
@@ -241,6 +243,9 @@ def cmd_sweep(argv: list[str]) -> int:
     if args.threads is not None and args.threads < 1:
         raise CtrlbenchError("--threads must be >= 1")
     spec = SweepSpec(**values)
+    if args.status:
+        print_states(run_states(spec))
+        return 0
     results = run_sweep(spec, workers=args.workers, backend=args.backend, address=args.address,
                         gpus_per_run=args.gpus_per_run, threads=args.threads)
     return summarize(results)

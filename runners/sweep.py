@@ -24,7 +24,7 @@ import yaml
 
 from algorithms.core.errors import CtrlbenchError
 from algorithms.core.io import atomic_write_json
-from runners.records import record_path
+from runners.records import checkpoint_path, record_path
 from runners.run import RunRequest, prepare
 
 
@@ -172,6 +172,51 @@ def plan(spec: SweepSpec) -> tuple[list[RunRequest], list[RunRequest]]:
         p = prepare(req)
         (skipped if record_path(req.results, p.run_id).exists() else todo).append(req)
     return todo, skipped
+
+
+@dataclass
+class RunState:
+    """Where one planned run stands: `recorded` (final score known), `partial` (a checkpoint at `step`), `pending`."""
+
+    req: RunRequest
+    run_id: str
+    state: str
+    step: int = 0
+    score: float | None = None
+
+
+def run_states(spec: SweepSpec) -> list[RunState]:
+    """The state of every run of the sweep, from its record and checkpoint files alone (nothing is trained)."""
+    import json
+
+    from algorithms.core.checkpoint import load_checkpoint
+
+    plan(spec)  # the same config checks as a real sweep: a bad sweep fails here too
+    states = []
+    for req in spec.requests():
+        rid = prepare(req).run_id
+        record, ckpt = record_path(req.results, rid), checkpoint_path(req.results, rid)
+        if record.exists():
+            score = json.loads(record.read_text())["final"]["score_mean"]
+            states.append(RunState(req, rid, "recorded", req.steps, score))
+        elif ckpt.exists():
+            states.append(RunState(req, rid, "partial", int(load_checkpoint(ckpt)["algorithm"]["step"])))
+        else:
+            states.append(RunState(req, rid, "pending"))
+    return states
+
+
+def print_states(states: list[RunState], out=sys.stdout) -> None:
+    """One line per run, then the totals and the updates still to train."""
+    for s in states:
+        detail = {"recorded": f"score {s.score:.1f}" if s.score is not None else "",
+                  "partial": f"checkpoint at {s.step:,} of {s.req.steps:,} updates",
+                  "pending": "not started"}[s.state]
+        print(f"{s.state:9s} {s.run_id}  {detail}", file=out)
+    counts = {k: sum(s.state == k for s in states) for k in ("recorded", "partial", "pending")}
+    left = sum(s.req.steps - s.step for s in states if s.state != "recorded")
+    print(f"sweep status: {counts['recorded']} recorded, {counts['partial']} partial, {counts['pending']} pending; "
+          f"{left:,} updates left to train", file=out)
 
 
 def run_sweep(spec: SweepSpec, workers: int | None = None, backend: str = "local", address: str | None = None,

@@ -1,7 +1,9 @@
-"""Sweeps: a 2-worker local sweep, skip on rerun, isolated failures, kill -9 + resume, the Ray backend."""
+"""Sweeps: a 2-worker local sweep, skip on rerun, isolated failures, kill -9 + resume, --status, the Ray backend."""
 
 from __future__ import annotations
 
+import dataclasses
+import io
 import json
 import os
 import signal
@@ -12,8 +14,10 @@ from pathlib import Path
 
 import pytest
 
+from algorithms.core.checkpoint import save_checkpoint
 from algorithms.core.errors import CtrlbenchError
-from runners.sweep import SweepSpec, parse_seeds, run_sweep, summarize
+from runners.records import checkpoint_path
+from runners.sweep import SweepSpec, parse_seeds, run_states, run_sweep, summarize
 from tests.conftest import REPO, TINY, run_cli
 
 SWEEP = ("sweep", "--algos", "bc,td3_bc", "--tasks", "smoke-v0", "--seeds", "0-1", "--steps", "40",
@@ -120,6 +124,24 @@ def test_sweep_file_with_per_algorithm_overrides(minari_root: Path, tmp_path: Pa
     (record,) = [json.loads(p.read_text()) for p in (tmp_path / "r" / "runs").glob("*.json")]
     assert record["config"]["alpha"] == 4.0
     assert record["torch_threads"] == 1
+
+
+def test_status_lists_recorded_partial_and_pending_runs_without_training(minari_root: Path, tmp_path: Path) -> None:
+    spec = SweepSpec(algos=["bc"], tasks=["smoke-v0"], seeds=[0, 1, 2], steps=40, eval_every=20, eval_episodes=2,
+                     curve_episodes=2, results=tmp_path)
+    run_sweep(dataclasses.replace(spec, seeds=[0]), workers=1, threads=1, out=io.StringIO())
+    partial = next(s for s in run_states(spec) if s.req.seed == 1)
+    save_checkpoint(checkpoint_path(tmp_path, partial.run_id), {"algorithm": {"step": 20}})
+    res = run_cli("sweep", "--algos", "bc", "--tasks", "smoke-v0", "--seeds", "0-2", "--steps", "40",
+                  "--eval-every", "20", "--eval-episodes", "2", "--curve-episodes", "2", "--results", str(tmp_path),
+                  "--status", minari=minari_root)
+    assert res.returncode == 0, res.stderr
+    lines = res.stdout.splitlines()
+    assert lines[0].startswith("recorded  bc__smoke-v0__s0__") and "score" in lines[0]
+    assert lines[1].startswith("partial   bc__smoke-v0__s1__") and "checkpoint at 20 of 40 updates" in lines[1]
+    assert lines[2].startswith("pending   bc__smoke-v0__s2__")
+    assert lines[3] == "sweep status: 1 recorded, 1 partial, 1 pending; 60 updates left to train"
+    assert len(list((tmp_path / "runs").glob("*.json"))) == 1  # nothing was trained
 
 
 def test_ray_backend_writes_the_same_records(minari_root: Path, tmp_path: Path) -> None:
