@@ -1,12 +1,15 @@
 """Training and evaluation throughput, each measured side by side with a peer in the same run.
 
   python benchmarks/throughput.py                      # CPU: ctrlbench vs d3rlpy, TD3+BC and IQL
+  python benchmarks/throughput.py --algos cql --updates 50 --warmup 5 --eval-episodes 0   # CQL (slow on CPU)
   python benchmarks/throughput.py --device cuda        # the same on a GPU
   python benchmarks/throughput.py --algos td3_bc --updates 2000 --threads 2
   python benchmarks/throughput.py --device cuda --cuda-graphs --parallel 8   # + graphs, + 8 runs sharing the GPU
 
 Both libraries train on the same synthetic 1M-transition dataset (HalfCheetah shapes: 17-d states,
-6-d actions), batch 256, 2x256 MLPs, state normalization on, sampling included in every update. The peer is
+6-d actions), batch 256, state normalization on, sampling included in every update, each algorithm with
+ctrlbench's default networks on both sides: 2x256 MLPs, 3x256 for CQL (CORL's), whose peer is d3rlpy's CQL with
+the same 10 sampled actions per proposal and a fixed conservative weight. The peer is
 d3rlpy (`pip install d3rlpy`; its gymnasium pin can be skipped with `--no-deps`). The evaluation part
 compares the batched, seeded evaluator with a plain one-environment loop on HalfCheetah-v5.
 With prdc in --algos it also prints the cost of a PRDC update relative to a TD3+BC update. `--dataset ID` trains
@@ -144,6 +147,11 @@ def d3rlpy_rate(name: str, data: TransitionData, updates: int, warmup: int, devi
         algo = d3rlpy.algos.TD3PlusBCConfig(batch_size=BATCH, observation_scaler=scaler).create(device=gpu)
     elif name == "iql":
         algo = d3rlpy.algos.IQLConfig(batch_size=BATCH, observation_scaler=scaler).create(device=gpu)
+    elif name == "cql":  # ctrlbench's CQL defaults: 3x256 networks, 10 actions per proposal, fixed weight 10
+        nets = d3rlpy.models.VectorEncoderFactory(hidden_units=[256, 256, 256])
+        algo = d3rlpy.algos.CQLConfig(batch_size=BATCH, observation_scaler=scaler, actor_encoder_factory=nets,
+                                      critic_encoder_factory=nets, n_action_samples=10, conservative_weight=10.0,
+                                      alpha_learning_rate=0.0).create(device=gpu)
     else:
         return None
     # fit() would fit the scaler and build the networks; done here once, outside the timing
