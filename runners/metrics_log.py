@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import os
 from pathlib import Path
 from typing import Any
 
@@ -10,7 +11,9 @@ from typing import Any
 class MetricsLog:
     """CSV of (step, metric...) rows, appended as training goes; on resume, rows past the checkpoint are dropped.
 
-    Columns are fixed by the first row (train metrics, then `score`/`eval_return`, empty where not evaluated).
+    Columns start from the first row (train metrics, then `score`/`eval_return`, empty where not evaluated). A
+    metric first seen later (SPOT's actor and critic losses after its VAE phase) adds a column: the file is
+    rewritten once, atomically, with that column empty in the earlier rows.
     """
 
     def __init__(self, path: Path, resume_step: int = 0) -> None:
@@ -37,15 +40,29 @@ class MetricsLog:
             self._tb = None
 
     def log(self, step: int, values: dict[str, float]) -> None:
+        if self.fields is None:
+            self._widen(["step", *values, *(k for k in ("score", "eval_return") if k not in values)])
+        elif new := [k for k in values if k not in self.fields]:
+            self._widen([*self.fields, *new])
         with self.path.open("a", newline="") as f:
-            if self.fields is None:
-                self.fields = ["step", *values, *(k for k in ("score", "eval_return") if k not in values)]
-                csv.DictWriter(f, fieldnames=self.fields).writeheader()
-            row = {k: v for k, v in {"step": step, **values}.items() if k in self.fields}
-            csv.DictWriter(f, fieldnames=self.fields).writerow(row)
+            csv.DictWriter(f, fieldnames=self.fields).writerow({"step": step, **values})
         if self._tb is not None:
             for k, v in values.items():
                 self._tb.add_scalar(k, v, step)
+
+    def _widen(self, fields: list[str]) -> None:
+        """Rewrite the file under the header `fields`, keeping its rows."""
+        rows: list[dict[str, Any]] = []
+        if self.fields is not None:
+            with self.path.open(newline="") as f:
+                rows = list(csv.DictReader(f))
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        with tmp.open("w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=fields)
+            writer.writeheader()
+            writer.writerows(rows)
+        os.replace(tmp, self.path)
+        self.fields = fields
 
     def close(self) -> None:
         if self._tb is not None:
