@@ -20,17 +20,11 @@ class MetricsLog:
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
         self.fields: list[str] | None = None
-        rows: list[dict[str, Any]] = []
-        if path.exists() and resume_step > 0:
-            with path.open(newline="") as f:
-                reader = csv.DictReader(f)
-                self.fields = list(reader.fieldnames or []) or None
-                rows = [r for r in reader if int(r["step"]) <= resume_step]
-        with path.open("w", newline="") as f:
-            if self.fields:
-                writer = csv.DictWriter(f, fieldnames=self.fields)
-                writer.writeheader()
-                writer.writerows(rows)
+        fields, rows = self._read() if path.exists() and resume_step > 0 else (None, [])
+        if fields:
+            self._write(fields, [r for r in rows if int(r["step"]) <= resume_step])
+        else:
+            path.write_text("")
         self._tb = None
         try:
             from torch.utils.tensorboard import SummaryWriter
@@ -41,21 +35,22 @@ class MetricsLog:
 
     def log(self, step: int, values: dict[str, float]) -> None:
         if self.fields is None:
-            self._widen(["step", *values, *(k for k in ("score", "eval_return") if k not in values)])
+            self._write(["step", *values, *(k for k in ("score", "eval_return") if k not in values)], [])
         elif new := [k for k in values if k not in self.fields]:
-            self._widen([*self.fields, *new])
+            self._write([*self.fields, *new], self._read()[1])
         with self.path.open("a", newline="") as f:
             csv.DictWriter(f, fieldnames=self.fields).writerow({"step": step, **values})
         if self._tb is not None:
             for k, v in values.items():
                 self._tb.add_scalar(k, v, step)
 
-    def _widen(self, fields: list[str]) -> None:
-        """Rewrite the file under the header `fields`, keeping its rows."""
-        rows: list[dict[str, Any]] = []
-        if self.fields is not None:
-            with self.path.open(newline="") as f:
-                rows = list(csv.DictReader(f))
+    def _read(self) -> tuple[list[str] | None, list[dict[str, Any]]]:
+        with self.path.open(newline="") as f:
+            reader = csv.DictReader(f)
+            return list(reader.fieldnames or []) or None, list(reader)
+
+    def _write(self, fields: list[str], rows: list[dict[str, Any]]) -> None:
+        """Replace the file atomically with `rows` under the header `fields`."""
         tmp = self.path.with_name(self.path.name + ".tmp")
         with tmp.open("w", newline="") as f:
             writer = csv.DictWriter(f, fieldnames=fields)

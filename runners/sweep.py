@@ -11,6 +11,7 @@ from __future__ import annotations
 import concurrent.futures as cf
 import contextlib
 import dataclasses
+import json
 import multiprocessing
 import os
 import sys
@@ -163,15 +164,19 @@ class Progress:
 
 def plan(spec: SweepSpec) -> tuple[list[RunRequest], list[RunRequest]]:
     """(to run, already recorded). Resolves every config first, so a bad sweep fails before anything starts."""
+    todo, skipped = [], []
+    for req, rid in resolved(spec):
+        (skipped if record_path(req.results, rid).exists() else todo).append(req)
+    return todo, skipped
+
+
+def resolved(spec: SweepSpec) -> list[tuple[RunRequest, str]]:
+    """Every run of the sweep with its run id; resolving each config first makes a bad sweep fail at once."""
     from algorithms.core.registry import load_algo_module
 
     for module in spec.algo_modules:
         load_algo_module(module)
-    todo, skipped = [], []
-    for req in spec.requests():
-        p = prepare(req)
-        (skipped if record_path(req.results, p.run_id).exists() else todo).append(req)
-    return todo, skipped
+    return [(req, prepare(req).run_id) for req in spec.requests()]
 
 
 @dataclass
@@ -187,14 +192,10 @@ class RunState:
 
 def run_states(spec: SweepSpec) -> list[RunState]:
     """The state of every run of the sweep, from its record and checkpoint files alone (nothing is trained)."""
-    import json
-
     from algorithms.core.checkpoint import load_checkpoint
 
-    plan(spec)  # the same config checks as a real sweep: a bad sweep fails here too
     states = []
-    for req in spec.requests():
-        rid = prepare(req).run_id
+    for req, rid in resolved(spec):
         record, ckpt = record_path(req.results, rid), checkpoint_path(req.results, rid)
         if record.exists():
             score = json.loads(record.read_text())["final"]["score_mean"]
@@ -209,9 +210,12 @@ def run_states(spec: SweepSpec) -> list[RunState]:
 def print_states(states: list[RunState], out=sys.stdout) -> None:
     """One line per run, then the totals and the updates still to train."""
     for s in states:
-        detail = {"recorded": f"score {s.score:.1f}" if s.score is not None else "",
-                  "partial": f"checkpoint at {s.step:,} of {s.req.steps:,} updates",
-                  "pending": "not started"}[s.state]
+        if s.state == "recorded":
+            detail = f"score {s.score:.1f}"
+        elif s.state == "partial":
+            detail = f"checkpoint at {s.step:,} of {s.req.steps:,} updates"
+        else:
+            detail = "not started"
         print(f"{s.state:9s} {s.run_id}  {detail}", file=out)
     counts = {k: sum(s.state == k for s in states) for k in ("recorded", "partial", "pending")}
     left = sum(s.req.steps - s.step for s in states if s.state != "recorded")
