@@ -3,7 +3,8 @@
 Protocol (DESIGN.md): evaluate every `eval_every` updates on `curve_episodes` seeded episodes;
 the run's score is the final evaluation on `eval_episodes` episodes after the last update.
 A checkpoint is written atomically every `checkpoint_every` updates; a restarted run resumes
-from it and ends with the same record as an uninterrupted one on CPU.
+from it and ends with the same record as an uninterrupted one on CPU. Only one process trains a run at a
+time (runners/run_lock.py); a second one stops at once with a one-line error.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from runners.evaluation import CURVE_STREAM, FINAL_STREAM, EvalResult, episode_s
 from runners.metrics_log import MetricsLog
 from runners.provenance import device_name, git_commit, package_versions
 from runners.records import SCHEMA_VERSION, checkpoint_path, record_path, run_id
+from runners.run_lock import run_lock
 from tasks.datasets import dataset_metadata, load_transitions
 from tasks.registry import TaskSpec, get_task
 
@@ -193,7 +195,14 @@ def execute(req: RunRequest, log: Callable[[str], None] = print) -> dict[str, An
     if out.exists() and not req.overwrite:
         log(f"{p.run_id}: a record with this exact config exists at {out}; skipped (--overwrite to redo it)")
         return json.loads(out.read_text())
+    with run_lock(req.results, p.run_id):
+        if out.exists() and not req.overwrite:  # another process finished it while we prepared
+            log(f"{p.run_id}: recorded meanwhile by another process at {out}; skipped")
+            return json.loads(out.read_text())
+        return _train_and_record(req, p, out, log)
 
+
+def _train_and_record(req: RunRequest, p: Prepared, out: Path, log: Callable[[str], None]) -> dict[str, Any]:
     device = resolve_device(req.device)
     if req.threads is not None:
         torch.set_num_threads(req.threads)

@@ -27,6 +27,7 @@ from algorithms.core.errors import CtrlbenchError
 from algorithms.core.io import atomic_write_json
 from runners.records import checkpoint_path, record_path
 from runners.run import RunRequest, prepare
+from runners.run_lock import RunBusy, is_locked
 
 
 @dataclass
@@ -122,6 +123,10 @@ def _run_one(req: RunRequest, threads: int, algo_modules: list[str]) -> dict[str
             record = execute(req, log=lambda m: print(m, flush=True))
             return {"status": "ok", "run_id": record["run_id"], "score": record["final"]["score_mean"],
                     "seconds": time.time() - started, "log": str(log_path)}
+        except RunBusy as e:  # another process trains it: not a failure, and its checkpoint is left alone
+            print(e, flush=True)
+            return {"status": "busy", "algorithm": req.algo, "task": req.task, "seed": req.seed, "run_id": name,
+                    "seconds": time.time() - started}
         except BaseException as e:  # isolate every failure, including NaN checks and bad configs
             traceback.print_exc(file=log)
             message = str(e).splitlines()[0] if str(e) else type(e).__name__
@@ -156,6 +161,8 @@ class Progress:
         if result["status"] == "ok":
             self.done += 1
             self.durations.append(result["seconds"])
+        elif result["status"] == "busy":
+            self.total -= 1  # another process owns it
         else:
             self.failed += 1
         self.running = still_running
@@ -181,7 +188,8 @@ def resolved(spec: SweepSpec) -> list[tuple[RunRequest, str]]:
 
 @dataclass
 class RunState:
-    """Where one planned run stands: `recorded` (final score known), `partial` (a checkpoint at `step`), `pending`."""
+    """Where one planned run stands: `recorded` (final score known), `running` (in some live process, with its
+    checkpoint's `step`), `partial` (a checkpoint at `step`, nobody training it) or `pending`."""
 
     req: RunRequest
     run_id: str
@@ -200,8 +208,9 @@ def run_states(spec: SweepSpec) -> list[RunState]:
         if record.exists():
             score = json.loads(record.read_text())["final"]["score_mean"]
             states.append(RunState(req, rid, "recorded", req.steps, score))
-        elif ckpt.exists():
-            states.append(RunState(req, rid, "partial", int(load_checkpoint(ckpt)["algorithm"]["step"])))
+        elif (locked := is_locked(req.results, rid)) or ckpt.exists():
+            step = int(load_checkpoint(ckpt)["algorithm"]["step"]) if ckpt.exists() else 0
+            states.append(RunState(req, rid, "running" if locked else "partial", step))
         else:
             states.append(RunState(req, rid, "pending"))
     return states
@@ -212,15 +221,15 @@ def print_states(states: list[RunState], out=sys.stdout) -> None:
     for s in states:
         if s.state == "recorded":
             detail = f"score {s.score:.1f}"
-        elif s.state == "partial":
+        elif s.state in ("partial", "running"):
             detail = f"checkpoint at {s.step:,} of {s.req.steps:,} updates"
         else:
             detail = "not started"
         print(f"{s.state:9s} {s.run_id}  {detail}", file=out)
-    counts = {k: sum(s.state == k for s in states) for k in ("recorded", "partial", "pending")}
+    counts = {k: sum(s.state == k for s in states) for k in ("recorded", "running", "partial", "pending")}
     left = sum(s.req.steps - s.step for s in states if s.state != "recorded")
-    print(f"sweep status: {counts['recorded']} recorded, {counts['partial']} partial, {counts['pending']} pending; "
-          f"{left:,} updates left to train", file=out)
+    print(f"sweep status: {counts['recorded']} recorded, {counts['running']} running, {counts['partial']} partial, "
+          f"{counts['pending']} pending; {left:,} updates left to train", file=out)
 
 
 def run_sweep(spec: SweepSpec, workers: int | None = None, backend: str = "local", address: str | None = None,
@@ -276,10 +285,14 @@ def _run_ray(todo: list[RunRequest], spec: SweepSpec, workers: int, threads: int
 
 
 def summarize(results: list[dict[str, Any]], out=sys.stdout) -> int:
-    """Print the end-of-sweep summary; the exit code is 1 when any run failed."""
+    """Print the end-of-sweep summary; the exit code is 1 when any run failed (a run busy elsewhere is not)."""
     ok = [r for r in results if r["status"] == "ok"]
-    failed = [r for r in results if r["status"] != "ok"]
+    busy = [r for r in results if r["status"] == "busy"]
+    failed = [r for r in results if r["status"] not in ("ok", "busy")]
     print(f"sweep finished: {len(ok)} ok, {len(failed)} failed", file=out)
+    if busy:
+        print(f"  {len(busy)} run(s) left to the other process training them: "
+              + ", ".join(r["run_id"] for r in busy), file=out)
     for r in failed:
         print(f"  FAILED {r['algorithm']} {r['task']} seed {r['seed']}: {r['error']} (log: {r['log']})", file=out)
     return 1 if failed else 0

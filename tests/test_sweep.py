@@ -1,4 +1,5 @@
-"""Sweeps: a 2-worker local sweep, skip on rerun, isolated failures, kill -9 + resume, --status, the Ray backend."""
+"""Sweeps: a 2-worker local sweep, skip on rerun, isolated failures, kill -9 + resume, --status, run locks,
+the Ray backend."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ import pytest
 from algorithms.core.checkpoint import save_checkpoint
 from algorithms.core.errors import CtrlbenchError
 from runners.records import checkpoint_path
+from runners.run_lock import run_lock
 from runners.sweep import SweepSpec, parse_seeds, run_states, run_sweep, summarize
 from tests.conftest import REPO, TINY, run_cli
 
@@ -126,22 +128,43 @@ def test_sweep_file_with_per_algorithm_overrides(minari_root: Path, tmp_path: Pa
     assert record["torch_threads"] == 1
 
 
-def test_status_lists_recorded_partial_and_pending_runs_without_training(minari_root: Path, tmp_path: Path) -> None:
-    spec = SweepSpec(algos=["bc"], tasks=["smoke-v0"], seeds=[0, 1, 2], steps=40, eval_every=20, eval_episodes=2,
-                     curve_episodes=2, results=tmp_path)
+def test_status_lists_recorded_running_partial_and_pending_runs_without_training(minari_root: Path,
+                                                                                  tmp_path: Path) -> None:
+    spec = SweepSpec(algos=["bc"], tasks=["smoke-v0"], seeds=[0, 1, 2, 3], steps=40, eval_every=20,
+                     eval_episodes=2, curve_episodes=2, results=tmp_path)
     run_sweep(dataclasses.replace(spec, seeds=[0]), workers=1, threads=1, out=io.StringIO())
-    partial = next(s for s in run_states(spec) if s.req.seed == 1)
-    save_checkpoint(checkpoint_path(tmp_path, partial.run_id), {"algorithm": {"step": 20}})
-    res = run_cli("sweep", "--algos", "bc", "--tasks", "smoke-v0", "--seeds", "0-2", "--steps", "40",
-                  "--eval-every", "20", "--eval-episodes", "2", "--curve-episodes", "2", "--results", str(tmp_path),
-                  "--status", minari=minari_root)
+    ids = {s.req.seed: s.run_id for s in run_states(spec)}
+    save_checkpoint(checkpoint_path(tmp_path, ids[1]), {"algorithm": {"step": 20}})
+    save_checkpoint(checkpoint_path(tmp_path, ids[2]), {"algorithm": {"step": 10}})
+    with run_lock(tmp_path, ids[2]):  # as if another process were training seed 2
+        res = run_cli("sweep", "--algos", "bc", "--tasks", "smoke-v0", "--seeds", "0-3", "--steps", "40",
+                      "--eval-every", "20", "--eval-episodes", "2", "--curve-episodes", "2",
+                      "--results", str(tmp_path), "--status", minari=minari_root)
     assert res.returncode == 0, res.stderr
     lines = res.stdout.splitlines()
     assert lines[0].startswith("recorded  bc__smoke-v0__s0__") and "score" in lines[0]
     assert lines[1].startswith("partial   bc__smoke-v0__s1__") and "checkpoint at 20 of 40 updates" in lines[1]
-    assert lines[2].startswith("pending   bc__smoke-v0__s2__")
-    assert lines[3] == "sweep status: 1 recorded, 1 partial, 1 pending; 60 updates left to train"
+    assert lines[2].startswith("running   bc__smoke-v0__s2__") and "checkpoint at 10 of 40 updates" in lines[2]
+    assert lines[3].startswith("pending   bc__smoke-v0__s3__")
+    assert lines[4] == "sweep status: 1 recorded, 1 running, 1 partial, 1 pending; 90 updates left to train"
     assert len(list((tmp_path / "runs").glob("*.json"))) == 1  # nothing was trained
+
+
+def test_sweep_leaves_a_run_locked_by_another_process_alone(minari_root: Path, tmp_path: Path) -> None:
+    spec = SweepSpec(algos=["bc"], tasks=["smoke-v0"], seeds=[0, 1], steps=20, eval_every=20, eval_episodes=2,
+                     curve_episodes=2, results=tmp_path)
+    ids = {s.req.seed: s.run_id for s in run_states(spec)}
+    ckpt = checkpoint_path(tmp_path, ids[1])
+    save_checkpoint(ckpt, {"algorithm": {"step": 10}})
+    before = ckpt.read_bytes()
+    out = io.StringIO()
+    with run_lock(tmp_path, ids[1]):
+        results = run_sweep(spec, workers=2, threads=1, out=out)
+    assert sorted(r["status"] for r in results) == ["busy", "ok"]
+    assert summarize(results, out=out) == 0  # busy elsewhere is not a failure
+    assert f"1 run(s) left to the other process training them: {ids[1]}" in out.getvalue()
+    assert [p.stem for p in (tmp_path / "runs").glob("*.json")] == [ids[0]]
+    assert ckpt.read_bytes() == before and not (tmp_path / "failed").exists()
 
 
 def test_ray_backend_writes_the_same_records(minari_root: Path, tmp_path: Path) -> None:

@@ -1,0 +1,78 @@
+"""One process per run: an advisory lock next to the run's checkpoint.
+
+Two sweeps over one results folder (or a sweep and a `ctrlbench run`) would otherwise train the same run twice
+and overwrite each other's checkpoint. The operating system drops a `flock` when its holder exits, however it
+exits, so a killed run never leaves a stale lock behind. Where `fcntl` is missing (Windows) runs are not locked.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from algorithms.core.errors import CtrlbenchError
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows
+    fcntl = None  # type: ignore[assignment]
+
+
+class RunBusy(CtrlbenchError):
+    """Another live process holds this run's lock."""
+
+
+def lock_path(results_dir: Path, rid: str) -> Path:
+    return results_dir / "checkpoints" / f"{rid}.lock"
+
+
+def _try_lock(fd: int) -> bool:
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True
+
+
+@contextmanager
+def run_lock(results_dir: Path, rid: str) -> Iterator[None]:
+    """Hold the run's lock for the block; raise RunBusy at once if another process holds it."""
+    if fcntl is None:  # pragma: no cover - Windows
+        yield
+        return
+    path = lock_path(results_dir, rid)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        if not _try_lock(fd):
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise RunBusy(f"run {rid} is being trained by another process (pid {holder}, lock {path}); "
+                          "not started")
+        try:  # the holder before us may have removed the file after we opened it: lock the current one
+            if os.stat(path).st_ino == os.fstat(fd).st_ino:
+                break
+        except FileNotFoundError:
+            pass
+        os.close(fd)
+    try:
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)  # who holds it, for the message above
+        yield
+    finally:
+        path.unlink(missing_ok=True)  # still ours: a finished run leaves nothing behind
+        os.close(fd)  # closing the descriptor releases the lock
+
+
+def is_locked(results_dir: Path, rid: str) -> bool:
+    """Whether a live process holds the run's lock now (never blocks; takes nothing it keeps)."""
+    path = lock_path(results_dir, rid)
+    if fcntl is None or not path.exists():
+        return False
+    fd = os.open(path, os.O_RDWR)
+    try:
+        return not _try_lock(fd)
+    finally:
+        os.close(fd)
