@@ -68,10 +68,12 @@ def run_lock(results_dir: Path, rid: str) -> Iterator[None]:
 
 def is_locked(results_dir: Path, rid: str) -> bool:
     """Whether a live process holds the run's lock now (never blocks; takes nothing it keeps)."""
-    path = lock_path(results_dir, rid)
-    if fcntl is None or not path.exists():
+    if fcntl is None:  # pragma: no cover - Windows
         return False
-    fd = os.open(path, os.O_RDWR)
+    try:
+        fd = os.open(lock_path(results_dir, rid), os.O_RDWR)
+    except FileNotFoundError:  # never locked, or its holder finished
+        return False
     try:
         return not _try_lock(fd)
     finally:
