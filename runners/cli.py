@@ -279,7 +279,7 @@ def cmd_check(argv: list[str]) -> int:
 
 
 def cmd_beats(argv: list[str]) -> int:
-    from leaderboard.compare import compare, report, verdicts
+    from leaderboard.compare import DEFAULT_MIN_SEEDS, compare, report, verdicts
     from runners.records import load_records
 
     parser = _Parser(prog="ctrlbench beats",
@@ -289,9 +289,13 @@ def cmd_beats(argv: list[str]) -> int:
     parser.add_argument("--baseline", default="bc", help="the algorithm to beat (default: %(default)s)")
     parser.add_argument("--min-tasks", type=int, default=1,
                         help="tasks an algorithm must win to pass (default: %(default)s)")
+    parser.add_argument("--min-seeds", type=int, default=DEFAULT_MIN_SEEDS,
+                        help="seeds each side needs for a task to count (default: %(default)s)")
     parser.add_argument("--algos", help="only these algorithms (comma-separated)")
     parser.add_argument("--tasks", help="only these tasks (comma-separated)")
     args = parser.parse_args(argv)
+    if args.min_seeds < 1 or args.min_tasks < 1:
+        raise CtrlbenchError("--min-seeds and --min-tasks must be at least 1")
     records = load_records(args.results)
     if args.algos:
         keep = {a.strip() for a in args.algos.split(",")} | {args.baseline}
@@ -302,8 +306,8 @@ def cmd_beats(argv: list[str]) -> int:
     comparisons = compare(records, args.baseline)
     if not comparisons:
         raise CtrlbenchError(f"no algorithm under {args.results} shares a task and budget with {args.baseline}")
-    print(report(comparisons, args.baseline, args.min_tasks))
-    return 0 if all(verdicts(comparisons, args.min_tasks).values()) else 1
+    print(report(comparisons, args.baseline, args.min_tasks, args.min_seeds))
+    return 0 if all(verdicts(comparisons, args.min_tasks, args.min_seeds).values()) else 1
 
 
 COMMANDS = {"run": cmd_run, "sweep": cmd_sweep, "check": cmd_check, "beats": cmd_beats, "list": cmd_list,

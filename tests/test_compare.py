@@ -50,3 +50,18 @@ def test_cli_exit_code_follows_the_verdict(tmp_path: Path) -> None:
     assert ok.returncode == 0 and "x: PASS" in ok.stdout
     fail = run_cli("beats", "--results", str(tmp_path), "--min-tasks", "2")
     assert fail.returncode == 1 and "x: FAIL" in fail.stdout
+
+
+def test_a_task_with_too_few_seeds_does_not_count(tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    rows = [record("bc", "t1", s, 40.0 + s) for s in range(3)] + [record("x", "t1", s, 90.0 + s) for s in range(2)]
+    for i, r in enumerate(rows):
+        (runs / f"{i}.json").write_text(json.dumps(r))
+    (c,) = compare(rows, "bc")
+    assert c.beats and verdicts([c], 1) == {"x": False} and verdicts([c], 1, min_seeds=2) == {"x": True}
+    short = run_cli("beats", "--results", str(tmp_path))
+    assert short.returncode == 1 and "too few seeds (< 3)" in short.stdout and "x: FAIL" in short.stdout
+    assert run_cli("beats", "--results", str(tmp_path), "--min-seeds", "2").returncode == 0
+    bad = run_cli("beats", "--results", str(tmp_path), "--min-seeds", "0")
+    assert bad.returncode != 0 and "at least 1" in bad.stderr
