@@ -19,6 +19,12 @@ def record(algo: str, task: str, seed: int, score: float, steps: int = 1000, con
             "protocol": {"steps": steps}, "dataset_metadata_hash": "d", "final": {"score_mean": score}}
 
 
+def write_runs(results: Path, rows: list[dict]) -> None:
+    (results / "runs").mkdir()
+    for i, r in enumerate(rows):
+        (results / "runs" / f"{i}.json").write_text(json.dumps(r))
+
+
 def test_margin_spread_and_verdict_by_hand() -> None:
     records = [record("bc", "t1", s, v) for s, v in enumerate((40.0, 42.0, 44.0))]  # mean 42, std 2
     records += [record("bc", "t2", s, v) for s, v in enumerate((40.0, 42.0, 44.0))]
@@ -41,11 +47,8 @@ def test_only_runs_made_the_same_way_are_compared() -> None:
 
 
 def test_cli_exit_code_follows_the_verdict(tmp_path: Path) -> None:
-    runs = tmp_path / "runs"
-    runs.mkdir()
-    rows = [record("bc", "t1", s, 40.0 + s) for s in range(3)] + [record("x", "t1", s, 60.0 + s) for s in range(3)]
-    for i, r in enumerate(rows):
-        (runs / f"{i}.json").write_text(json.dumps(r))
+    write_runs(tmp_path, [record("bc", "t1", s, 40.0 + s) for s in range(3)]
+               + [record("x", "t1", s, 60.0 + s) for s in range(3)])
     ok = run_cli("beats", "--results", str(tmp_path))
     assert ok.returncode == 0 and "x: PASS" in ok.stdout
     fail = run_cli("beats", "--results", str(tmp_path), "--min-tasks", "2")
@@ -53,11 +56,8 @@ def test_cli_exit_code_follows_the_verdict(tmp_path: Path) -> None:
 
 
 def test_a_task_with_too_few_seeds_does_not_count(tmp_path: Path) -> None:
-    runs = tmp_path / "runs"
-    runs.mkdir()
     rows = [record("bc", "t1", s, 40.0 + s) for s in range(3)] + [record("x", "t1", s, 90.0 + s) for s in range(2)]
-    for i, r in enumerate(rows):
-        (runs / f"{i}.json").write_text(json.dumps(r))
+    write_runs(tmp_path, rows)
     (c,) = compare(rows, "bc")
     assert c.beats and verdicts([c], 1) == {"x": False} and verdicts([c], 1, min_seeds=2) == {"x": True}
     short = run_cli("beats", "--results", str(tmp_path))
