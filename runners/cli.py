@@ -236,8 +236,6 @@ def cmd_sweep(argv: list[str]) -> int:
     values["algo_modules"] = values.get("algo_modules", []) + args.algo_module
     if not values.get("algos") or not values.get("tasks"):
         raise CtrlbenchError("a sweep needs --algos and --tasks (or a --file that names them)")
-    if "results" in values:
-        values["results"] = Path(values["results"])
     if args.workers is not None and args.workers < 1:
         raise CtrlbenchError("--workers must be >= 1")
     if args.threads is not None and args.threads < 1:

@@ -90,6 +90,8 @@ def load_sweep_file(path: Path) -> dict[str, Any]:
             data[key] = [x.strip() for x in data[key].split(",") if x.strip()]
     if "seeds" in data and not isinstance(data["seeds"], list):
         data["seeds"] = parse_seeds(data["seeds"])
+    if "results" in data:
+        data["results"] = Path(data["results"])
     return data
 
 
