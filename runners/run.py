@@ -112,7 +112,8 @@ class Prepared:
     identity: dict[str, Any]
 
 
-def prepare(req: RunRequest) -> Prepared:
+def resolve(req: RunRequest) -> tuple[type[Algorithm], TaskSpec, Any]:
+    """The algorithm, the task and the full config of a request, checked; reads no dataset."""
     req.validate()
     algo_cls = get_algorithm(req.algo)
     task = get_task(req.task)
@@ -121,6 +122,11 @@ def prepare(req: RunRequest) -> Prepared:
                              f"but {task.id} is {task.kind}")
     config = build_config(algo_cls.Config, task_overrides(overrides_file(algo_cls), task.id),
                           req.config_file, req.config_cli)
+    return algo_cls, task, config
+
+
+def prepare(req: RunRequest) -> Prepared:
+    algo_cls, task, config = resolve(req)
     metadata, metadata_hash = dataset_metadata(task.dataset_id, task.build_command) if task.dataset_id else ({}, None)
     ref_min, ref_max = reference_scores(task, metadata)
     identity = {

@@ -16,13 +16,11 @@ from pathlib import Path
 import pytest
 
 from algorithms.core.checkpoint import save_checkpoint
-from algorithms.core.config import build_config, task_overrides
 from algorithms.core.errors import CtrlbenchError
-from algorithms.core.registry import get_algorithm, overrides_file
 from runners.records import checkpoint_path
+from runners.run import resolve
 from runners.run_lock import run_lock
 from runners.sweep import SweepSpec, load_sweep_file, parse_seeds, run_states, run_sweep, summarize
-from tasks.registry import get_task
 from tests.conftest import REPO, TINY, run_cli
 
 SWEEP = ("sweep", "--algos", "bc,td3_bc", "--tasks", "smoke-v0", "--seeds", "0-1", "--steps", "40",
@@ -189,11 +187,5 @@ def test_committed_sweep_files_still_describe_runnable_runs(path: Path) -> None:
     """Each committed check must stay reproducible from its file: known algorithms and tasks, and overrides that
     name real config fields with valid values (a renamed field would silently change what a rerun trains)."""
     spec = SweepSpec(**load_sweep_file(path))
-    assert spec.algos and spec.tasks and spec.seeds and spec.results.parts[0] == "results"
-    for algo in spec.algos:
-        cls = get_algorithm(algo)
-        for task_id in spec.tasks:
-            task = get_task(task_id)
-            assert task.kind in cls.kinds, f"{algo} cannot run {task_id}"
-            build_config(cls.Config, task_overrides(overrides_file(cls), task.id), spec.overrides.get(algo, {}))
-    assert set(spec.overrides) <= set(spec.algos), "an override for an algorithm the sweep does not run"
+    assert spec.results.parts[0] == "results" and set(spec.overrides) <= set(spec.algos)
+    assert len([resolve(req) for req in spec.requests()]) == len(spec.algos) * len(spec.tasks) * len(spec.seeds) > 0
