@@ -24,22 +24,14 @@ from algorithms.core.contract import AlgoContext
 from algorithms.core.data import Batch
 from algorithms.core.nets import EnsembleQ, adam
 from algorithms.core.registry import register
-from algorithms.core.td3 import TD3Family, validate_td3
+from algorithms.core.td3 import TD3Config, TD3Family
 from algorithms.core.vae import ConditionalVAE
 
 BETA_KL = 0.5
 
 
 @dataclass
-class SPOTConfig:
-    batch_size: int = 256  # transitions per gradient step (VAE and TD3)
-    actor_lr: float = 3e-4  # Adam learning rate of the actor
-    critic_lr: float = 3e-4  # Adam learning rate of the twin critics
-    discount: float = 0.99  # discount factor gamma
-    tau: float = 0.005  # Polyak rate of the target networks
-    policy_noise: float = 0.2  # std of the target-policy smoothing noise, in units of max_action
-    noise_clip: float = 0.5  # the smoothing noise is clipped to +-noise_clip * max_action
-    policy_freq: int = 2  # the actor and all targets update once every policy_freq critic steps
+class SPOTConfig(TD3Config):  # its batch_size serves the VAE phase too
     lambd: float = 0.1  # weight of the support penalty -log pi_beta(pi(s)|s) (per task, see configs/spot.yaml)
     vae_steps: int = 100_000  # VAE pre-training updates, counted in the run's budget
     vae_lr: float = 1e-3  # Adam learning rate of the VAE
@@ -49,7 +41,7 @@ class SPOTConfig:
     normalize: bool = True  # normalize states with the dataset mean/std (VAE, actor and evaluation alike)
 
     def __post_init__(self) -> None:
-        validate_td3(self)
+        super().__post_init__()
         require(self.lambd >= 0, "lambd must be >= 0")
         require(self.vae_steps >= 0, "vae_steps must be >= 0")
         require(0.0 <= self.actor_dropout < 1.0, "actor_dropout must be in [0, 1)")

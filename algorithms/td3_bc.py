@@ -21,25 +21,17 @@ from algorithms.core.contract import AlgoContext
 from algorithms.core.data import Batch
 from algorithms.core.nets import EnsembleQ
 from algorithms.core.registry import register
-from algorithms.core.td3 import TD3Family, q_weight, validate_td3
+from algorithms.core.td3 import TD3Config, TD3Family, q_weight
 
 
 @dataclass
-class TD3BCConfig:
-    batch_size: int = 256  # transitions per gradient step
-    actor_lr: float = 3e-4  # Adam learning rate of the actor
-    critic_lr: float = 3e-4  # Adam learning rate of the twin critics
-    discount: float = 0.99  # discount factor gamma
-    tau: float = 0.005  # Polyak rate of the target networks
-    policy_noise: float = 0.2  # std of the target-policy smoothing noise, in units of max_action
-    noise_clip: float = 0.5  # the smoothing noise is clipped to +-noise_clip * max_action
-    policy_freq: int = 2  # the actor and all targets update once every policy_freq critic steps
+class TD3BCConfig(TD3Config):  # batch, lrs, gamma, tau, noise and policy_freq: the TD3 core's defaults
     alpha: float = 2.5  # weight of the Q term, lambda = alpha / mean|Q1(s, pi(s))|; larger means less BC
     hidden: tuple[int, ...] = (256, 256)  # hidden layer widths of actor and critics (ReLU)
     normalize: bool = True  # normalize states with the dataset mean/std (also at evaluation)
 
     def __post_init__(self) -> None:
-        validate_td3(self)
+        super().__post_init__()
         require(self.alpha >= 0, "alpha must be >= 0")
 
 

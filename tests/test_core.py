@@ -14,6 +14,7 @@ from algorithms.core.errors import CtrlbenchError
 from algorithms.core.io import atomic_write_json
 from algorithms.core.nets import DeterministicActor, EnsembleQ, VectorizedLinear, adam, frozen, mlp, soft_update
 from algorithms.core.normalization import StateNormalizer
+from algorithms.core.registry import available
 from algorithms.core.seeding import derive_seed
 
 
@@ -154,6 +155,23 @@ class _Cfg:
 def test_field_help_reads_source_comments() -> None:
     assert field_help(_Cfg) == {"lr": "the learning rate", "hidden": "widths of the hidden layers",
                                 "normalize": "normalize states"}
+
+
+@dataclasses.dataclass
+class _SubCfg(_Cfg):
+    normalize: bool = False  # off here
+    extra: int = 1  # a field of the subclass
+
+
+def test_field_help_includes_inherited_fields_and_redeclared_comments_win() -> None:
+    assert field_help(_SubCfg) == {"lr": "the learning rate", "hidden": "widths of the hidden layers",
+                                   "normalize": "off here", "extra": "a field of the subclass"}
+
+
+def test_every_registered_config_field_has_help() -> None:
+    for name, cls in available().items():
+        fields = {f.name for f in dataclasses.fields(cls.Config)}
+        assert fields == set(field_help(cls.Config)), name
 
 
 def test_build_config_layers_and_types() -> None:

@@ -24,7 +24,17 @@ from algorithms.core.errors import CtrlbenchError
 
 
 def field_help(cls: type) -> dict[str, str]:
-    """Map each field of a config dataclass to the comment written beside it in the source."""
+    """Map each field of a config dataclass to the comment written beside it in the source, inherited fields
+    included (a subclass that redeclares a field with its own comment wins)."""
+    docs: dict[str, str] = {}
+    for klass in reversed(cls.__mro__):
+        if dataclasses.is_dataclass(klass):
+            docs.update(_own_field_help(klass))
+    return docs
+
+
+def _own_field_help(cls: type) -> dict[str, str]:
+    """The comments of the fields written in `cls`'s own class body."""
     try:
         source = inspect.getsource(cls)
     except (OSError, TypeError):

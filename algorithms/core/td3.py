@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import copy
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -22,13 +23,25 @@ from algorithms.core.data import Batch, offline_sampler
 from algorithms.core.nets import DeterministicActor, EnsembleQ, adam, frozen, soft_update
 
 
-def validate_td3(cfg) -> None:
-    """Checks of the TD3 fields every TD3-family config has (batch_size, lrs, discount, tau, policy_freq)."""
-    require(cfg.batch_size > 0, "batch_size must be positive")
-    require(cfg.actor_lr > 0 and cfg.critic_lr > 0, "learning rates must be positive")
-    require(0.0 <= cfg.discount <= 1.0, "discount must be in [0, 1]")
-    require(0.0 < cfg.tau <= 1.0, "tau must be in (0, 1]")
-    require(cfg.policy_freq >= 1, "policy_freq must be >= 1")
+@dataclass
+class TD3Config:
+    """The TD3 core's fields; each TD3-family config subclasses this and adds its own after them."""
+
+    batch_size: int = 256  # transitions per gradient step
+    actor_lr: float = 3e-4  # Adam learning rate of the actor
+    critic_lr: float = 3e-4  # Adam learning rate of the twin critics
+    discount: float = 0.99  # discount factor gamma
+    tau: float = 0.005  # Polyak rate of the target networks
+    policy_noise: float = 0.2  # std of the target-policy smoothing noise, in units of max_action
+    noise_clip: float = 0.5  # the smoothing noise is clipped to +-noise_clip * max_action
+    policy_freq: int = 2  # the actor and all targets update once every policy_freq critic steps
+
+    def __post_init__(self) -> None:
+        require(self.batch_size > 0, "batch_size must be positive")
+        require(self.actor_lr > 0 and self.critic_lr > 0, "learning rates must be positive")
+        require(0.0 <= self.discount <= 1.0, "discount must be in [0, 1]")
+        require(0.0 < self.tau <= 1.0, "tau must be in (0, 1]")
+        require(self.policy_freq >= 1, "policy_freq must be >= 1")
 
 
 def smoothed_target_action(actor_target: torch.nn.Module, next_obs: torch.Tensor, max_action: float,
