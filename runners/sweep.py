@@ -21,8 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from algorithms.core.config import load_yaml_config
 from algorithms.core.errors import CtrlbenchError
 from algorithms.core.io import atomic_write_json
 from runners.records import checkpoint_path, record_path
@@ -75,12 +74,7 @@ def parse_seeds(text: str) -> list[int]:
 
 def load_sweep_file(path: Path) -> dict[str, Any]:
     """YAML: algos, tasks, seeds (list or '0-4'), steps, eval_every, ..., overrides: {algo: {field: value}}."""
-    if not path.exists():
-        raise CtrlbenchError(f"sweep file {path} does not exist")
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as e:
-        raise CtrlbenchError(f"sweep file {path} is not valid YAML: {str(e).splitlines()[0]}") from None
+    data = load_yaml_config(path, "sweep file")
     known = {f.name for f in dataclasses.fields(SweepSpec)}
     unknown = sorted(set(data) - known)
     if unknown:

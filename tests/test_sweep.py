@@ -189,3 +189,18 @@ def test_committed_sweep_files_still_describe_runnable_runs(path: Path) -> None:
     spec = SweepSpec(**load_sweep_file(path))
     assert spec.results.parts[0] == "results" and set(spec.overrides) <= set(spec.algos)
     assert len([resolve(req) for req in spec.requests()]) == len(spec.algos) * len(spec.tasks) * len(spec.seeds) > 0
+
+
+@pytest.mark.parametrize("text, message", [
+    (None, r"sweep file .*missing.yaml does not exist"),
+    ("algos: [bc\n", r"sweep file .* is not valid YAML"),
+    ("- bc\n- td3_bc\n", r"sweep file .* must be a mapping of key: value"),
+    ("algos: [bc]\nstep: 10\n", r"sweep file .*: unknown keys \['step'\]"),
+])
+def test_bad_sweep_file_gives_one_line_error(tmp_path: Path, text: str | None, message: str) -> None:
+    path = tmp_path / "missing.yaml"
+    if text is not None:
+        path = tmp_path / "sweep.yaml"
+        path.write_text(text)
+    with pytest.raises(CtrlbenchError, match=message):
+        load_sweep_file(path)

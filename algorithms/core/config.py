@@ -124,16 +124,17 @@ def task_overrides(overrides_file: Path | None, task_id: str) -> dict[str, Any]:
     return merged
 
 
-def load_yaml_config(path: str | Path) -> dict[str, Any]:
+def load_yaml_config(path: str | Path, what: str = "config file") -> dict[str, Any]:
+    """A YAML file that must hold a mapping (an empty file is {}); `what` names it in the one-line errors."""
     path = Path(path)
     if not path.exists():
-        raise CtrlbenchError(f"config file {path} does not exist")
+        raise CtrlbenchError(f"{what} {path} does not exist")
     try:
         data = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as e:
-        raise CtrlbenchError(f"config file {path} is not valid YAML: {str(e).splitlines()[0]}") from None
+        raise CtrlbenchError(f"{what} {path} is not valid YAML: {str(e).splitlines()[0]}") from None
     if not isinstance(data, dict):
-        raise CtrlbenchError(f"config file {path} must be a mapping of field: value")
+        raise CtrlbenchError(f"{what} {path} must be a mapping of key: value")
     return data
 
 
