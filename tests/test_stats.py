@@ -69,9 +69,13 @@ def _pandas3_deprecate_kwarg_shim(monkeypatch: pytest.MonkeyPatch) -> None:
     """rliable needs arch < 8, and arch 7 calls pandas' private `deprecate_kwarg(old, new)`, which pandas 3 changed
     to `deprecate_kwarg(warning_class, old, new)`; arch 8 fixes that but rejects rliable's `random_state` argument.
     Patching the decorator while arch is first imported lets the reference run next to pandas 3."""
+    import inspect
+
     from pandas.util import _decorators
 
     original = _decorators.deprecate_kwarg
+    if next(iter(inspect.signature(original).parameters)) != "klass":
+        return  # pandas < 3: arch imports as it is
 
     def compatible(*args, **kwargs):
         if args and isinstance(args[0], str):
