@@ -22,6 +22,20 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"ctrlbench: error: {message} (see `{self.prog} --help`)\n")
 
 
+CHECKPOINTS_ENV = "CTRLBENCH_CHECKPOINTS"
+CHECKPOINTS_HELP = (f"folder for resumable checkpoints and run locks, e.g. scratch space that outlives the results "
+                    f"folder's checkout (default: ${CHECKPOINTS_ENV}, else <results>/checkpoints)")
+
+
+def _checkpoints(given: Path | None) -> Path | None:
+    """--checkpoints (or the sweep file's `checkpoints`), else $CTRLBENCH_CHECKPOINTS, else None (the results
+    folder's own). Checkpoints are named by run id, which hashes the whole config, so one folder serves all."""
+    if given is not None:
+        return Path(given)
+    env = os.environ.get(CHECKPOINTS_ENV, "").strip()
+    return Path(env) if env else None
+
+
 def _add_run_protocol(p: argparse.ArgumentParser) -> None:
     p.add_argument("--steps", type=int, default=1_000_000, help="gradient updates (default: %(default)s)")
     p.add_argument("--eval-every", type=int, default=5_000, help="updates between curve evaluations")
@@ -30,6 +44,7 @@ def _add_run_protocol(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default: auto)")
     p.add_argument("--results", type=Path, default=Path("results"), help="results directory (default: results)")
     p.add_argument("--checkpoint-every", type=int, default=10_000, help="updates between resumable checkpoints")
+    p.add_argument("--checkpoints", type=Path, help=CHECKPOINTS_HELP)
     p.add_argument("--overwrite", action="store_true", help="replace an existing record of the same run")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--threads", type=int, default=None,
@@ -84,7 +99,8 @@ def cmd_run(argv: list[str]) -> int:
     req = RunRequest(
         algo=args.algo, task=args.task, seed=args.seed, steps=args.steps, eval_every=args.eval_every,
         eval_episodes=args.eval_episodes, curve_episodes=args.curve_episodes, device=args.device,
-        results=args.results, checkpoint_every=args.checkpoint_every, overwrite=args.overwrite,
+        results=args.results, checkpoint_every=args.checkpoint_every, checkpoints=_checkpoints(args.checkpoints),
+        overwrite=args.overwrite,
         progress=False if args.no_progress else None, threads=args.threads, cuda_graphs=args.cuda_graphs,
         config_file=load_yaml_config(args.config) if args.config else {}, config_cli=cli_cfg,
     )
@@ -207,6 +223,7 @@ def cmd_sweep(argv: list[str]) -> int:
     parser.add_argument("--eval-episodes", type=int)
     parser.add_argument("--curve-episodes", type=int)
     parser.add_argument("--checkpoint-every", type=int)
+    parser.add_argument("--checkpoints", type=Path, help=CHECKPOINTS_HELP)
     parser.add_argument("--device", help="cpu | cuda (default: cpu)")
     parser.add_argument("--results", type=Path)
     parser.add_argument("--workers", type=int, help="parallel runs (default: one per core; 4 per GPU)")
@@ -223,9 +240,10 @@ def cmd_sweep(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     values = load_sweep_file(args.file) if args.file else {}
     for key in ("steps", "eval_every", "eval_episodes", "curve_episodes", "checkpoint_every", "device", "results",
-                "cuda_graphs"):
+                "checkpoints", "cuda_graphs"):
         if getattr(args, key) is not None:
             values[key] = getattr(args, key)
+    values["checkpoints"] = _checkpoints(values.get("checkpoints"))
     if args.algos:
         values["algos"] = [a.strip() for a in args.algos.split(",") if a.strip()]
     if args.tasks:

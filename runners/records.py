@@ -19,8 +19,9 @@ def record_path(results_dir: Path, rid: str) -> Path:
     return results_dir / "runs" / f"{rid}.json"
 
 
-def checkpoint_path(results_dir: Path, rid: str) -> Path:
-    return results_dir / "checkpoints" / f"{rid}.pt"
+def checkpoint_path(checkpoint_dir: Path, rid: str) -> Path:
+    """A run's resumable checkpoint. Run ids hash the whole config, so one folder can serve many results folders."""
+    return checkpoint_dir / f"{rid}.pt"
 
 
 def load_records(results_dir: str | Path) -> list[dict[str, Any]]:

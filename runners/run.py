@@ -52,6 +52,7 @@ class RunRequest:
     device: str = "auto"
     results: Path = Path("results")
     checkpoint_every: int = 10_000
+    checkpoints: Path | None = None  # checkpoint and lock folder (None: <results>/checkpoints), e.g. scratch space
     check_every: int = 100  # losses are synced and checked for NaN/inf this often (one device sync each)
     log_every: int = 1_000  # a row of training metrics goes to the run's CSV this often
     overwrite: bool = False
@@ -60,6 +61,10 @@ class RunRequest:
     cuda_graphs: bool = False  # replay captured CUDA graphs of whole updates (algorithms/core/graphs.py)
     config_file: dict[str, Any] = field(default_factory=dict)  # values from --config
     config_cli: dict[str, Any] = field(default_factory=dict)  # values from --field flags
+
+    @property
+    def checkpoint_dir(self) -> Path:
+        return Path(self.checkpoints) if self.checkpoints is not None else self.results / "checkpoints"
 
     def validate(self) -> None:
         for name in ("steps", "eval_every", "eval_episodes", "curve_episodes", "checkpoint_every", "check_every",
@@ -201,7 +206,7 @@ def execute(req: RunRequest, log: Callable[[str], None] = print) -> dict[str, An
     if out.exists() and not req.overwrite:
         log(f"{p.run_id}: a record with this exact config exists at {out}; skipped (--overwrite to redo it)")
         return json.loads(out.read_text())
-    with run_lock(req.results, p.run_id):
+    with run_lock(req.checkpoint_dir, p.run_id):
         if out.exists() and not req.overwrite:  # another process finished it while we prepared
             log(f"{p.run_id}: recorded meanwhile by another process at {out}; skipped")
             return json.loads(out.read_text())
@@ -225,7 +230,7 @@ def _train_and_record(req: RunRequest, p: Prepared, out: Path, log: Callable[[st
     algo = p.algo_cls(p.config, ctx)
     updates = updater(algo, req.cuda_graphs)  # a bad --cuda-graphs fails here, before any work; capture waits
 
-    ckpt = checkpoint_path(req.results, p.run_id)
+    ckpt = checkpoint_path(req.checkpoint_dir, p.run_id)
     curve: list[dict[str, Any]] = []
     train_seconds = wall_before = 0.0
     if ckpt.exists():

@@ -24,8 +24,8 @@ class RunBusy(CtrlbenchError):
     """Another live process holds this run's lock."""
 
 
-def lock_path(results_dir: Path, rid: str) -> Path:
-    return results_dir / "checkpoints" / f"{rid}.lock"
+def lock_path(checkpoint_dir: Path, rid: str) -> Path:
+    return checkpoint_dir / f"{rid}.lock"
 
 
 def _try_lock(fd: int) -> bool:
@@ -37,12 +37,12 @@ def _try_lock(fd: int) -> bool:
 
 
 @contextmanager
-def run_lock(results_dir: Path, rid: str) -> Iterator[None]:
+def run_lock(checkpoint_dir: Path, rid: str) -> Iterator[None]:
     """Hold the run's lock for the block; raise RunBusy at once if another process holds it."""
     if fcntl is None:  # pragma: no cover - Windows
         yield
         return
-    path = lock_path(results_dir, rid)
+    path = lock_path(checkpoint_dir, rid)
     path.parent.mkdir(parents=True, exist_ok=True)
     while True:
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
@@ -66,12 +66,12 @@ def run_lock(results_dir: Path, rid: str) -> Iterator[None]:
         os.close(fd)  # closing the descriptor releases the lock
 
 
-def is_locked(results_dir: Path, rid: str) -> bool:
+def is_locked(checkpoint_dir: Path, rid: str) -> bool:
     """Whether a live process holds the run's lock now (never blocks; takes nothing it keeps)."""
     if fcntl is None:  # pragma: no cover - Windows
         return False
     try:
-        fd = os.open(lock_path(results_dir, rid), os.O_RDWR)
+        fd = os.open(lock_path(checkpoint_dir, rid), os.O_RDWR)
     except FileNotFoundError:  # never locked, or its holder finished
         return False
     try:

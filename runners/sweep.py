@@ -41,6 +41,7 @@ class SweepSpec:
     checkpoint_every: int = 10_000
     device: str = "cpu"
     results: Path = Path("results")
+    checkpoints: Path | None = None  # checkpoint and lock folder (None: <results>/checkpoints)
     overrides: dict[str, dict[str, Any]] = field(default_factory=dict)  # algo -> {field: value}
     algo_modules: list[str] = field(default_factory=list)
     cuda_graphs: bool = False  # replay whole updates from captured CUDA graphs
@@ -48,8 +49,8 @@ class SweepSpec:
     def requests(self) -> list[RunRequest]:
         return [RunRequest(algo=a, task=t, seed=s, steps=self.steps, eval_every=self.eval_every,
                            eval_episodes=self.eval_episodes, curve_episodes=self.curve_episodes, device=self.device,
-                           results=self.results, checkpoint_every=self.checkpoint_every, progress=False,
-                           cuda_graphs=self.cuda_graphs,
+                           results=self.results, checkpoint_every=self.checkpoint_every, checkpoints=self.checkpoints,
+                           progress=False, cuda_graphs=self.cuda_graphs,
                            config_cli=dict(self.overrides.get(a, {})))
                 for a in self.algos for t in self.tasks for s in self.seeds]
 
@@ -84,8 +85,9 @@ def load_sweep_file(path: Path) -> dict[str, Any]:
             data[key] = [x.strip() for x in data[key].split(",") if x.strip()]
     if "seeds" in data and not isinstance(data["seeds"], list):
         data["seeds"] = parse_seeds(data["seeds"])
-    if "results" in data:
-        data["results"] = Path(data["results"])
+    for key in ("results", "checkpoints"):
+        if key in data:
+            data[key] = Path(data[key])
     return data
 
 
@@ -200,11 +202,11 @@ def run_states(spec: SweepSpec) -> list[RunState]:
 
     states = []
     for req, rid in resolved(spec):
-        record, ckpt = record_path(req.results, rid), checkpoint_path(req.results, rid)
+        record, ckpt = record_path(req.results, rid), checkpoint_path(req.checkpoint_dir, rid)
         if record.exists():
             score = json.loads(record.read_text())["final"]["score_mean"]
             states.append(RunState(req, rid, "recorded", req.steps, score))
-        elif (locked := is_locked(req.results, rid)) or ckpt.exists():
+        elif (locked := is_locked(req.checkpoint_dir, rid)) or ckpt.exists():
             step = int(load_checkpoint(ckpt)["algorithm"]["step"]) if ckpt.exists() else 0
             states.append(RunState(req, rid, "running" if locked else "partial", step))
         else:

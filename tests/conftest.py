@@ -28,9 +28,12 @@ def minari_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
         os.environ["MINARI_DATASETS_PATH"] = old
 
 
-def run_cli(*args: str, minari: Path | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    """Run `ctrlbench ...` in a fresh interpreter, as a user would."""
+def run_cli(*args: str, minari: Path | None = None, cwd: Path | None = None,
+            env_vars: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """Run `ctrlbench ...` in a fresh interpreter, as a user would (a developer's own checkpoint folder unset)."""
     env = dict(os.environ)
+    env.pop("CTRLBENCH_CHECKPOINTS", None)
+    env.update(env_vars or {})
     if minari is not None:
         env["MINARI_DATASETS_PATH"] = str(minari)
     env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")

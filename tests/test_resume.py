@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -29,7 +30,7 @@ def test_interrupted_run_resumes_to_identical_scores(minari_root: Path, tmp_path
     monkeypatch.setattr(TD3BC, "update", crash_at_50)
     with pytest.raises(RuntimeError, match="simulated crash"):
         execute(request(tmp_path / "b"), log=lambda _: None)
-    ckpt = checkpoint_path(tmp_path / "b", prepare(request(tmp_path / "b")).run_id)
+    ckpt = checkpoint_path(tmp_path / "b" / "checkpoints", prepare(request(tmp_path / "b")).run_id)
     assert ckpt.exists() and not (tmp_path / "b" / "runs").exists()
 
     monkeypatch.setattr(TD3BC, "update", original)
@@ -39,3 +40,28 @@ def test_interrupted_run_resumes_to_identical_scores(minari_root: Path, tmp_path
     assert resumed["final"]["returns"] == reference["final"]["returns"]
     assert [p["score_mean"] for p in resumed["curve"]] == [p["score_mean"] for p in reference["curve"]]
     assert not ckpt.exists()
+
+
+def test_checkpoints_in_their_own_folder_resume_into_a_fresh_results_folder(minari_root: Path, tmp_path: Path,
+                                                                             monkeypatch) -> None:
+    """A scratch checkpoint folder outlives the results folder's checkout: a killed run picks up from it there."""
+    reference = execute(request(tmp_path / "a"), log=lambda _: None)
+    scratch = tmp_path / "scratch"
+    original = TD3BC.update
+
+    def crash_at_50(self):
+        if self.step == 50:
+            raise RuntimeError("simulated crash")
+        return original(self)
+
+    monkeypatch.setattr(TD3BC, "update", crash_at_50)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        execute(dataclasses.replace(request(tmp_path / "b"), checkpoints=scratch), log=lambda _: None)
+    assert list(scratch.glob("*.pt")) and not (tmp_path / "b" / "checkpoints").exists()
+
+    monkeypatch.setattr(TD3BC, "update", original)
+    messages: list[str] = []
+    resumed = execute(dataclasses.replace(request(tmp_path / "c"), checkpoints=scratch), log=messages.append)
+    assert any("resuming from update 40" in m for m in messages)
+    assert resumed["final"]["returns"] == reference["final"]["returns"]
+    assert not list(scratch.glob("*.pt")) and not (tmp_path / "c" / "checkpoints").exists()

@@ -51,7 +51,7 @@ def test_run_of_a_locked_run_is_one_line_and_touches_nothing(minari_root: Path, 
     record.unlink()
     ckpt = tmp_path / "checkpoints" / f"{rid}.pt"
     ckpt.write_bytes(b"someone else's checkpoint")
-    with run_lock(tmp_path, rid):
+    with run_lock(tmp_path / "checkpoints", rid):
         res = run_cli(*args, minari=minari_root)
     assert res.returncode != 0 and "Traceback" not in res.stderr
     assert len(res.stderr.strip().splitlines()) == 1 and "is being trained by another process" in res.stderr

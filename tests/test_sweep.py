@@ -92,6 +92,7 @@ def test_sigkill_mid_run_resumes_to_the_same_final_score(minari_root: Path, tmp_
     ref = run_cli(*args, "--results", str(tmp_path / "a"), minari=minari_root)
     assert ref.returncode == 0, ref.stderr
     env = dict(os.environ, MINARI_DATASETS_PATH=str(minari_root), PYTHONPATH=str(REPO))
+    env.pop("CTRLBENCH_CHECKPOINTS", None)
     proc = subprocess.Popen([sys.executable, "-m", "runners.cli", *args, "--results", str(tmp_path / "b")],
                             env=env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     ckpts = tmp_path / "b" / "checkpoints"
@@ -135,9 +136,9 @@ def test_status_lists_recorded_running_partial_and_pending_runs_without_training
                      eval_episodes=2, curve_episodes=2, results=tmp_path)
     run_sweep(dataclasses.replace(spec, seeds=[0]), workers=1, threads=1, out=io.StringIO())
     ids = {s.req.seed: s.run_id for s in run_states(spec)}
-    save_checkpoint(checkpoint_path(tmp_path, ids[1]), {"algorithm": {"step": 20}})
-    save_checkpoint(checkpoint_path(tmp_path, ids[2]), {"algorithm": {"step": 10}})
-    with run_lock(tmp_path, ids[2]):  # as if another process were training seed 2
+    save_checkpoint(checkpoint_path(tmp_path / "checkpoints", ids[1]), {"algorithm": {"step": 20}})
+    save_checkpoint(checkpoint_path(tmp_path / "checkpoints", ids[2]), {"algorithm": {"step": 10}})
+    with run_lock(tmp_path / "checkpoints", ids[2]):  # as if another process were training seed 2
         res = run_cli("sweep", "--algos", "bc", "--tasks", "smoke-v0", "--seeds", "0-3", "--steps", "40",
                       "--eval-every", "20", "--eval-episodes", "2", "--curve-episodes", "2",
                       "--results", str(tmp_path), "--status", minari=minari_root)
@@ -151,15 +152,40 @@ def test_status_lists_recorded_running_partial_and_pending_runs_without_training
     assert len(list((tmp_path / "runs").glob("*.json"))) == 1  # nothing was trained
 
 
+def test_status_finds_checkpoints_in_the_folder_named_by_flag_file_or_environment(minari_root: Path,
+                                                                                   tmp_path: Path) -> None:
+    spec = SweepSpec(algos=["bc"], tasks=["smoke-v0"], seeds=[0], steps=40, eval_every=20, eval_episodes=2,
+                     curve_episodes=2, results=tmp_path / "results")
+    (state,) = run_states(spec)
+    save_checkpoint(checkpoint_path(tmp_path / "scratch", state.run_id), {"algorithm": {"step": 20}})
+    sweep = tmp_path / "sweep.yaml"
+    sweep.write_text(f"algos: [bc]\ntasks: [smoke-v0]\nseeds: 0-0\nsteps: 40\neval_every: 20\n"
+                     f"eval_episodes: 2\ncurve_episodes: 2\nresults: {tmp_path / 'results'}\n")
+    with_file = tmp_path / "with_checkpoints.yaml"
+    with_file.write_text(sweep.read_text() + f"checkpoints: {tmp_path / 'scratch'}\n")
+
+    def status(*extra: str, env: dict[str, str] | None = None) -> str:
+        res = run_cli("sweep", *extra, "--status", minari=minari_root, env_vars=env)
+        assert res.returncode == 0, res.stderr
+        return res.stdout.splitlines()[0].split()[0]
+
+    scratch = {"CTRLBENCH_CHECKPOINTS": str(tmp_path / "scratch")}
+    assert status("--file", str(sweep)) == "pending"  # default: <results>/checkpoints, empty
+    assert status("--file", str(sweep), env=scratch) == "partial"
+    assert status("--file", str(with_file)) == "partial"
+    assert status("--file", str(sweep), "--checkpoints", str(tmp_path / "scratch")) == "partial"
+    assert status("--file", str(with_file), "--checkpoints", str(tmp_path / "elsewhere"), env=scratch) == "pending"
+
+
 def test_sweep_leaves_a_run_locked_by_another_process_alone(minari_root: Path, tmp_path: Path) -> None:
     spec = SweepSpec(algos=["bc"], tasks=["smoke-v0"], seeds=[0, 1], steps=20, eval_every=20, eval_episodes=2,
                      curve_episodes=2, results=tmp_path)
     ids = {s.req.seed: s.run_id for s in run_states(spec)}
-    ckpt = checkpoint_path(tmp_path, ids[1])
+    ckpt = checkpoint_path(tmp_path / "checkpoints", ids[1])
     save_checkpoint(ckpt, {"algorithm": {"step": 10}})
     before = ckpt.read_bytes()
     out = io.StringIO()
-    with run_lock(tmp_path, ids[1]):
+    with run_lock(tmp_path / "checkpoints", ids[1]):
         results = run_sweep(spec, workers=2, threads=1, out=out)
     assert sorted(r["status"] for r in results) == ["busy", "ok"]
     assert summarize(results, out=out) == 0  # busy elsewhere is not a failure
