@@ -17,9 +17,8 @@ def request(results: Path) -> RunRequest:
                       curve_episodes=2, results=results, checkpoint_every=20, log_every=10, progress=False)
 
 
-def test_interrupted_run_resumes_to_identical_scores(minari_root: Path, tmp_path: Path, monkeypatch) -> None:
-    reference = execute(request(tmp_path / "a"), log=lambda _: None)
-
+def crash_midway(req: RunRequest, monkeypatch) -> None:
+    """Run `req` with TD3+BC's update raising at update 50 (after the checkpoint at 40), then restore the update."""
     original = TD3BC.update
 
     def crash_at_50(self):
@@ -27,13 +26,18 @@ def test_interrupted_run_resumes_to_identical_scores(minari_root: Path, tmp_path
             raise RuntimeError("simulated crash")
         return original(self)
 
-    monkeypatch.setattr(TD3BC, "update", crash_at_50)
-    with pytest.raises(RuntimeError, match="simulated crash"):
-        execute(request(tmp_path / "b"), log=lambda _: None)
+    with monkeypatch.context() as patch:
+        patch.setattr(TD3BC, "update", crash_at_50)
+        with pytest.raises(RuntimeError, match="simulated crash"):
+            execute(req, log=lambda _: None)
+
+
+def test_interrupted_run_resumes_to_identical_scores(minari_root: Path, tmp_path: Path, monkeypatch) -> None:
+    reference = execute(request(tmp_path / "a"), log=lambda _: None)
+    crash_midway(request(tmp_path / "b"), monkeypatch)
     ckpt = checkpoint_path(tmp_path / "b" / "checkpoints", prepare(request(tmp_path / "b")).run_id)
     assert ckpt.exists() and not (tmp_path / "b" / "runs").exists()
 
-    monkeypatch.setattr(TD3BC, "update", original)
     messages: list[str] = []
     resumed = execute(request(tmp_path / "b"), log=messages.append)
     assert any("resuming from update 40" in m for m in messages)
@@ -47,19 +51,9 @@ def test_checkpoints_in_their_own_folder_resume_into_a_fresh_results_folder(mina
     """A scratch checkpoint folder outlives the results folder's checkout: a killed run picks up from it there."""
     reference = execute(request(tmp_path / "a"), log=lambda _: None)
     scratch = tmp_path / "scratch"
-    original = TD3BC.update
-
-    def crash_at_50(self):
-        if self.step == 50:
-            raise RuntimeError("simulated crash")
-        return original(self)
-
-    monkeypatch.setattr(TD3BC, "update", crash_at_50)
-    with pytest.raises(RuntimeError, match="simulated crash"):
-        execute(dataclasses.replace(request(tmp_path / "b"), checkpoints=scratch), log=lambda _: None)
+    crash_midway(dataclasses.replace(request(tmp_path / "b"), checkpoints=scratch), monkeypatch)
     assert list(scratch.glob("*.pt")) and not (tmp_path / "b" / "checkpoints").exists()
 
-    monkeypatch.setattr(TD3BC, "update", original)
     messages: list[str] = []
     resumed = execute(dataclasses.replace(request(tmp_path / "c"), checkpoints=scratch), log=messages.append)
     assert any("resuming from update 40" in m for m in messages)
