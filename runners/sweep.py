@@ -14,7 +14,9 @@ import dataclasses
 import json
 import multiprocessing
 import os
+import signal
 import sys
+import threading
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -99,13 +101,15 @@ def default_workers(device: str) -> int:
     return max(1, cores)
 
 
-def _run_one(req: RunRequest, threads: int, algo_modules: list[str]) -> dict[str, Any]:
+def _run_one(req: RunRequest, threads: int, algo_modules: list[str], pool_worker: bool = False) -> dict[str, Any]:
     """Worker body: one run with its output in its own log file; never raises."""
     import torch
 
     from algorithms.core.registry import load_algo_module
     from runners.run import execute
 
+    if pool_worker:  # Ctrl-C reaches the whole process group: the sweep decides, and stops its workers itself
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
     torch.set_num_threads(threads)
     try:
         for module in algo_modules:
@@ -248,14 +252,46 @@ def run_sweep(spec: SweepSpec, workers: int | None = None, backend: str = "local
     progress = Progress(len(todo), workers, out)
     results: list[dict[str, Any]] = []
     ctx = multiprocessing.get_context("spawn")  # a clean interpreter per worker: no forked torch state
-    with cf.ProcessPoolExecutor(max_workers=workers, mp_context=ctx, max_tasks_per_child=1) as pool:
-        futures = {pool.submit(_run_one, req, threads, spec.algo_modules): req for req in todo}
-        progress.running = min(workers, len(todo))
-        progress.show()
-        for fut in cf.as_completed(futures):
-            results.append(fut.result())
-            progress.finished(results[-1], min(workers, len(todo) - len(results)))
+    with _sigterm_as_exit(), cf.ProcessPoolExecutor(max_workers=workers, mp_context=ctx,
+                                                    max_tasks_per_child=1) as pool:
+        try:
+            futures = {pool.submit(_run_one, req, threads, spec.algo_modules, True): req for req in todo}
+            progress.running = min(workers, len(todo))
+            progress.show()
+            for fut in cf.as_completed(futures):
+                results.append(fut.result())
+                progress.finished(results[-1], min(workers, len(todo) - len(results)))
+        except BaseException:  # Ctrl-C, SIGTERM or a crash of the sweep itself: no worker outlives it
+            _stop_workers(pool)
+            raise
     return results
+
+
+@contextlib.contextmanager
+def _sigterm_as_exit():
+    """SIGTERM (kill, a scheduler's stop) unwinds the sweep like Ctrl-C, so that it stops its workers on the way out;
+    by default it would end this process alone and leave them training, unseen, to the end of their runs."""
+    def stop(signum: int, _frame: Any) -> None:
+        raise SystemExit(128 + signum)
+
+    if threading.current_thread() is not threading.main_thread():  # only the main thread may set handlers
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _stop_workers(pool: cf.ProcessPoolExecutor) -> None:
+    """Cancel the queued runs and end the running ones; each resumes from its last checkpoint next time."""
+    procs = list((getattr(pool, "_processes", None) or {}).values())  # the executor has no public handle on them
+    pool.shutdown(wait=False, cancel_futures=True)
+    for proc in procs:
+        proc.terminate()
+    for proc in procs:
+        proc.join(timeout=30)
 
 
 def _run_ray(todo: list[RunRequest], spec: SweepSpec, workers: int, threads: int, address: str | None,

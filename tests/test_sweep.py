@@ -19,7 +19,7 @@ from algorithms.core.checkpoint import save_checkpoint
 from algorithms.core.errors import CtrlbenchError
 from runners.records import checkpoint_path
 from runners.run import resolve
-from runners.run_lock import run_lock
+from runners.run_lock import is_locked, run_lock
 from runners.sweep import SweepSpec, load_sweep_file, parse_seeds, run_states, run_sweep, summarize
 from tests.conftest import REPO, TINY, run_cli
 
@@ -109,6 +109,39 @@ def test_sigkill_mid_run_resumes_to_the_same_final_score(minari_root: Path, tmp_
     (b,) = [json.loads(p.read_text()) for p in (tmp_path / "b" / "runs").glob("*.json")]
     assert b["final"]["returns"] == a["final"]["returns"]
     assert b["final"]["score_mean"] == a["final"]["score_mean"]
+
+
+@pytest.mark.parametrize("how", ["sigterm to the sweep", "ctrl-c to its process group"])
+def test_stopping_a_sweep_stops_its_workers(minari_root: Path, tmp_path: Path, how: str) -> None:
+    """A killed sweep leaves no worker training on unseen (and holding its run's lock); nothing is recorded as
+    failed, and the run stays resumable from its checkpoint."""
+    spec = SweepSpec(algos=["bc"], tasks=["smoke-v0"], seeds=[0, 1], steps=10**7, eval_every=10**6,
+                     eval_episodes=2, curve_episodes=2, results=tmp_path)
+    ids = [s.run_id for s in run_states(spec)]
+    env = dict(os.environ, MINARI_DATASETS_PATH=str(minari_root), PYTHONPATH=str(REPO))
+    env.pop("CTRLBENCH_CHECKPOINTS", None)
+    proc = subprocess.Popen([sys.executable, "-m", "runners.cli", "sweep", "--algos", "bc", "--tasks", "smoke-v0",
+                             "--seeds", "0-1", "--steps", str(10**7), "--eval-every", str(10**6), "--eval-episodes",
+                             "2", "--curve-episodes", "2", "--results", str(tmp_path), "--workers", "1",
+                             "--threads", "1"], env=env, cwd=REPO, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    checkpoints = tmp_path / "checkpoints"
+    deadline = time.time() + 120
+    while not is_locked(checkpoints, ids[0]) and time.time() < deadline:
+        time.sleep(0.1)
+    assert is_locked(checkpoints, ids[0]), "the worker should be training seed 0"
+    if how == "sigterm to the sweep":
+        proc.send_signal(signal.SIGTERM)
+    else:
+        os.killpg(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode != 0 and "Traceback" not in err
+    deadline = time.time() + 30
+    while is_locked(checkpoints, ids[0]) and time.time() < deadline:
+        time.sleep(0.1)
+    assert not is_locked(checkpoints, ids[0]), "the worker outlived its sweep"
+    assert not is_locked(checkpoints, ids[1]), "a queued run started after the sweep was stopped"
+    assert not (tmp_path / "failed").exists() and not (tmp_path / "runs").exists()
 
 
 def test_bad_sweep_fails_before_anything_runs(minari_root: Path, tmp_path: Path) -> None:
