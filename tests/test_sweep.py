@@ -3,6 +3,7 @@ the Ray backend."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import io
 import json
@@ -125,23 +126,27 @@ def test_stopping_a_sweep_stops_its_workers(minari_root: Path, tmp_path: Path, h
                              "2", "--curve-episodes", "2", "--results", str(tmp_path), "--workers", "1",
                              "--threads", "1"], env=env, cwd=REPO, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True, start_new_session=True)
-    checkpoints = tmp_path / "checkpoints"
-    deadline = time.time() + 120
-    while not is_locked(checkpoints, ids[0]) and time.time() < deadline:
-        time.sleep(0.1)
-    assert is_locked(checkpoints, ids[0]), "the worker should be training seed 0"
-    if how == "sigterm to the sweep":
-        proc.send_signal(signal.SIGTERM)
-    else:
-        os.killpg(proc.pid, signal.SIGINT)
-    _, err = proc.communicate(timeout=60)
-    assert proc.returncode != 0 and "Traceback" not in err
-    deadline = time.time() + 30
-    while is_locked(checkpoints, ids[0]) and time.time() < deadline:
-        time.sleep(0.1)
-    assert not is_locked(checkpoints, ids[0]), "the worker outlived its sweep"
-    assert not is_locked(checkpoints, ids[1]), "a queued run started after the sweep was stopped"
-    assert not (tmp_path / "failed").exists() and not (tmp_path / "runs").exists()
+    try:
+        checkpoints = tmp_path / "checkpoints"
+        deadline = time.time() + 120
+        while not is_locked(checkpoints, ids[0]) and time.time() < deadline:
+            time.sleep(0.1)
+        assert is_locked(checkpoints, ids[0]), "the worker should be training seed 0"
+        if how == "sigterm to the sweep":
+            proc.send_signal(signal.SIGTERM)
+        else:
+            os.killpg(proc.pid, signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+        assert proc.returncode != 0 and "Traceback" not in err
+        deadline = time.time() + 30
+        while is_locked(checkpoints, ids[0]) and time.time() < deadline:
+            time.sleep(0.1)
+        assert not is_locked(checkpoints, ids[0]), "the worker outlived its sweep"
+        assert not is_locked(checkpoints, ids[1]), "a queued run started after the sweep was stopped"
+        assert not (tmp_path / "failed").exists() and not (tmp_path / "runs").exists()
+    finally:  # a failing check must not leave the sweep or its workers training
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
 
 
 def test_bad_sweep_fails_before_anything_runs(minari_root: Path, tmp_path: Path) -> None:
