@@ -236,7 +236,8 @@ def cmd_sweep(argv: list[str]) -> int:
     parser.add_argument("--threads", type=int, help="torch threads per run (default: the cores split between the "
                         "workers; use 1 on a machine busy with other jobs)")
     parser.add_argument("--status", action="store_true",
-                        help="list each run as recorded, partial (its checkpoint's update) or pending; train nothing")
+                        help="list each run as recorded, running, failed (with its error), partial (its checkpoint's "
+                        "update) or pending; train nothing")
     args = parser.parse_args(argv)
     values = load_sweep_file(args.file) if args.file else {}
     for key in ("steps", "eval_every", "eval_episodes", "curve_episodes", "checkpoint_every", "device", "results",

@@ -123,6 +123,7 @@ def _run_one(req: RunRequest, threads: int, algo_modules: list[str], pool_worker
     with log_path.open("a") as log, contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
         try:
             record = execute(req, log=lambda m: print(m, flush=True))
+            failure_path(req.results, name).unlink(missing_ok=True)  # an earlier attempt's failure is history now
             return {"status": "ok", "run_id": record["run_id"], "score": record["final"]["score_mean"],
                     "seconds": time.time() - started, "log": str(log_path)}
         except RunBusy as e:  # another process trains it: not a failure, and its checkpoint is left alone
@@ -135,7 +136,7 @@ def _run_one(req: RunRequest, threads: int, algo_modules: list[str], pool_worker
             failure = {"status": "failed", "algorithm": req.algo, "task": req.task, "seed": req.seed,
                        "error": f"{type(e).__name__}: {message}", "log": str(log_path),
                        "seconds": time.time() - started}
-            atomic_write_json(req.results / "failed" / f"{name}.json", failure)
+            atomic_write_json(failure_path(req.results, name), failure)
             return failure
 
 
@@ -191,17 +192,24 @@ def resolved(spec: SweepSpec) -> list[tuple[RunRequest, str]]:
 @dataclass
 class RunState:
     """Where one planned run stands: `recorded` (final score known), `running` (in some live process, with its
-    checkpoint's `step`), `partial` (a checkpoint at `step`, nobody training it) or `pending`."""
+    checkpoint's `step`), `failed` (its last attempt raised `error`; resumes from `step` if checkpointed),
+    `partial` (a checkpoint at `step`, nobody training it) or `pending`."""
 
     req: RunRequest
     run_id: str
     state: str
     step: int = 0
     score: float | None = None
+    error: str | None = None
+
+
+def failure_path(results_dir: Path, name: str) -> Path:
+    return results_dir / "failed" / f"{name}.json"
 
 
 def run_states(spec: SweepSpec) -> list[RunState]:
-    """The state of every run of the sweep, from its record and checkpoint files alone (nothing is trained)."""
+    """The state of every run of the sweep, from its record, checkpoint, lock and failure files alone (nothing is
+    trained)."""
     from algorithms.core.checkpoint import load_checkpoint
 
     states = []
@@ -210,11 +218,14 @@ def run_states(spec: SweepSpec) -> list[RunState]:
         if record.exists():
             score = json.loads(record.read_text())["final"]["score_mean"]
             states.append(RunState(req, rid, "recorded", req.steps, score))
-        elif (locked := is_locked(req.checkpoint_dir, rid)) or ckpt.exists():
-            step = int(load_checkpoint(ckpt)["algorithm"]["step"]) if ckpt.exists() else 0
-            states.append(RunState(req, rid, "running" if locked else "partial", step))
+            continue
+        step = int(load_checkpoint(ckpt)["algorithm"]["step"]) if ckpt.exists() else 0
+        if is_locked(req.checkpoint_dir, rid):
+            states.append(RunState(req, rid, "running", step))
+        elif (failure := failure_path(req.results, rid)).exists():
+            states.append(RunState(req, rid, "failed", step, error=json.loads(failure.read_text())["error"]))
         else:
-            states.append(RunState(req, rid, "pending"))
+            states.append(RunState(req, rid, "partial" if ckpt.exists() else "pending", step))
     return states
 
 
@@ -223,15 +234,18 @@ def print_states(states: list[RunState], out=sys.stdout) -> None:
     for s in states:
         if s.state == "recorded":
             detail = f"score {s.score:.1f}"
+        elif s.state == "failed":
+            detail = f"{s.error} (resumes from update {s.step:,})" if s.step else s.error
         elif s.state in ("partial", "running"):
             detail = f"checkpoint at {s.step:,} of {s.req.steps:,} updates"
         else:
             detail = "not started"
         print(f"{s.state:9s} {s.run_id}  {detail}", file=out)
-    counts = {k: sum(s.state == k for s in states) for k in ("recorded", "running", "partial", "pending")}
+    counts = {k: sum(s.state == k for s in states) for k in ("recorded", "running", "failed", "partial", "pending")}
     left = sum(s.req.steps - s.step for s in states if s.state != "recorded")
-    print(f"sweep status: {counts['recorded']} recorded, {counts['running']} running, {counts['partial']} partial, "
-          f"{counts['pending']} pending; {left:,} updates left to train", file=out)
+    failed = f"{counts['failed']} failed, " if counts["failed"] else ""
+    print(f"sweep status: {counts['recorded']} recorded, {counts['running']} running, {failed}{counts['partial']} "
+          f"partial, {counts['pending']} pending; {left:,} updates left to train", file=out)
 
 
 def run_sweep(spec: SweepSpec, workers: int | None = None, backend: str = "local", address: str | None = None,

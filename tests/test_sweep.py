@@ -18,10 +18,19 @@ import pytest
 
 from algorithms.core.checkpoint import save_checkpoint
 from algorithms.core.errors import CtrlbenchError
+from algorithms.core.io import atomic_write_json
 from runners.records import checkpoint_path
 from runners.run import resolve
 from runners.run_lock import is_locked, run_lock
-from runners.sweep import SweepSpec, load_sweep_file, parse_seeds, run_states, run_sweep, summarize
+from runners.sweep import (
+    SweepSpec,
+    load_sweep_file,
+    parse_seeds,
+    print_states,
+    run_states,
+    run_sweep,
+    summarize,
+)
 from tests.conftest import REPO, TINY, run_cli
 
 SWEEP = ("sweep", "--algos", "bc,td3_bc", "--tasks", "smoke-v0", "--seeds", "0-1", "--steps", "40",
@@ -72,18 +81,36 @@ def test_failing_run_is_isolated_and_reported(minari_root: Path, tmp_path: Path)
     module = tmp_path / "nan_algo.py"
     module.write_text(NAN_ALGO)
     spec = SweepSpec(algos=["nan_algo", "bc"], tasks=["smoke-v0"], seeds=[0], steps=200, eval_every=100,
-                     eval_episodes=2, curve_episodes=2, results=tmp_path / "r", algo_modules=[str(module)])
+                     eval_episodes=2, curve_episodes=2, checkpoint_every=100, results=tmp_path / "r",
+                     algo_modules=[str(module)], overrides={"nan_algo": {"blow_up_at": 150}})
     spec_log = tmp_path / "out.txt"
     with spec_log.open("w") as out:
         results = run_sweep(spec, workers=2, out=out)
         code = summarize(results, out=out)
     assert code == 1
     failed = [r for r in results if r["status"] == "failed"]
-    assert len(failed) == 1 and "non-finite loss" in failed[0]["error"] and "update 100" in failed[0]["error"]
+    assert len(failed) == 1 and "non-finite loss" in failed[0]["error"] and "update 200" in failed[0]["error"]
     assert Path(failed[0]["log"]).exists()
     assert len(list((tmp_path / "r" / "runs").glob("*.json"))) == 1  # bc finished
     assert len(list((tmp_path / "r" / "failed").glob("*.json"))) == 1
     assert "FAILED nan_algo smoke-v0 seed 0" in spec_log.read_text()
+    states = {s.req.algo: s for s in run_states(spec)}
+    assert states["bc"].state == "recorded" and states["nan_algo"].state == "failed"
+    assert "non-finite loss" in states["nan_algo"].error and states["nan_algo"].step == 100  # its checkpoint
+    status = io.StringIO()
+    print_states(list(states.values()), out=status)
+    assert "(resumes from update 100)" in status.getvalue() and "1 failed, 0 partial" in status.getvalue()
+
+
+def test_a_run_that_succeeds_clears_its_earlier_failure(minari_root: Path, tmp_path: Path) -> None:
+    spec = SweepSpec(algos=["bc"], tasks=["smoke-v0"], seeds=[0], steps=20, eval_every=20, eval_episodes=2,
+                     curve_episodes=2, results=tmp_path)
+    (state,) = run_states(spec)
+    atomic_write_json(tmp_path / "failed" / f"{state.run_id}.json", {"status": "failed", "error": "OSError: disk"})
+    assert [s.state for s in run_states(spec)] == ["failed"]
+    (result,) = run_sweep(spec, workers=1, threads=1, out=io.StringIO())
+    assert result["status"] == "ok" and not list((tmp_path / "failed").glob("*.json"))
+    assert [s.state for s in run_states(spec)] == ["recorded"]
 
 
 def test_sigkill_mid_run_resumes_to_the_same_final_score(minari_root: Path, tmp_path: Path) -> None:
