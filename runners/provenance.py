@@ -38,4 +38,16 @@ def git_commit() -> str | None:
 def device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return f"cuda:{torch.cuda.get_device_name(device)}"
-    return f"cpu:{platform.processor() or platform.machine()}:{torch.get_num_threads()}threads"
+    return f"cpu:{cpu_model()}:{torch.get_num_threads()}threads"
+
+
+def cpu_model() -> str:
+    """The CPU's model name and whether it has AVX-512: numpy's and torch's kernels (so a dataset's or a
+    run's last bits) differ between AVX-512 and AVX2 machines, and timings only compare on one model."""
+    try:
+        cpuinfo = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return platform.processor() or platform.machine()
+    model = next((line.split(":", 1)[1].strip() for line in cpuinfo.splitlines() if line.startswith("model name")),
+                 platform.machine())
+    return f"{model} ({'avx512' if ' avx512f' in cpuinfo else 'no avx512'})"
