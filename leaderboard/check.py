@@ -4,7 +4,8 @@ A band is derived from committed reference records of one (algorithm, task, conf
 +- (2 std + margin), std over seeds with ddof=1 (0 with one seed), margin in normalized-score points
 (default 5). Each new record whose final score falls below its band fails the check; one above it is reported
 as an improvement. The config hash covers the algorithm config, the protocol (steps, evaluation) and the
-dataset version, so a band only ever judges runs made the same way.
+dataset version, so a band only ever judges runs made the same way. Each band keeps what its hash covered, so a
+record without a band is told which fields set it apart from the band of its algorithm and task.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import numpy as np
 from algorithms.core.errors import CtrlbenchError
 from algorithms.core.io import atomic_write_json, read_json
 from runners.provenance import git_commit
-from runners.records import load_records
+from runners.records import IDENTITY_KEYS, load_records
 
 BANDS_SCHEMA = 1
 DEFAULT_MARGIN = 5.0
@@ -26,6 +27,26 @@ DEFAULT_MARGIN = 5.0
 
 def band_key(record: dict[str, Any]) -> str:
     return f"{record['algorithm']}|{record['task']}|{record['config_hash']}"
+
+
+def identity(record: dict[str, Any]) -> dict[str, Any]:
+    """What a record's config hash covers, with the dataset metadata behind its hash (to tell what changed)."""
+    return {**{k: record.get(k) for k in IDENTITY_KEYS}, "dataset_metadata": record.get("dataset_metadata")}
+
+
+def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(value, dict):
+        return {k: v for key, sub in value.items() for k, v in _flatten(sub, f"{prefix}{key}.").items()}
+    return {prefix.rstrip("."): value}
+
+
+def identity_diff(band_identity: dict[str, Any], record_identity: dict[str, Any], limit: int = 4) -> str:
+    """'field: band value -> record value' for each field that differs, the first `limit` of them."""
+    old, new = _flatten(band_identity), _flatten(record_identity)
+    changed = [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in sorted(old.keys() | new.keys())
+               if old.get(k) != new.get(k)]
+    more = f"; and {len(changed) - limit} more" if len(changed) > limit else ""
+    return "; ".join(changed[:limit]) + more
 
 
 def derive_bands(records: list[dict[str, Any]], margin: float = DEFAULT_MARGIN) -> dict[str, Any]:
@@ -41,7 +62,8 @@ def derive_bands(records: list[dict[str, Any]], margin: float = DEFAULT_MARGIN) 
         bands[key] = {"algorithm": group[0]["algorithm"], "task": group[0]["task"],
                       "config_hash": group[0]["config_hash"], "steps": group[0]["protocol"]["steps"],
                       "seeds": sorted(r["seed"] for r in group), "mean": float(scores.mean()), "std": std,
-                      "low": float(scores.mean() - half), "high": float(scores.mean() + half)}
+                      "low": float(scores.mean() - half), "high": float(scores.mean() + half),
+                      "identity": identity(group[0])}
     return {"schema_version": BANDS_SCHEMA, "margin": margin, "rule": "mean +- (2 std + margin)",
             "source_commit": git_commit(), "bands": bands}
 
@@ -91,7 +113,7 @@ def check(records: list[dict[str, Any]], bands: dict[str, Any]) -> CheckResult:
         score = r["final"]["score_mean"]
         what = f"{r['algorithm']} on {r['task']} seed {r['seed']}"
         if band is None:
-            result.unbanded.append(f"{what} (config {r['config_hash']})")
+            result.unbanded.append(f"{what} (config {r['config_hash']}){_nearest_band_diff(r, bands)}")
         elif score < band["low"]:
             result.failures.append(f"{what}: expected {band['low']:.1f} .. {band['high']:.1f}, got {score:.1f}")
         elif score > band["high"]:
@@ -100,3 +122,14 @@ def check(records: list[dict[str, Any]], bands: dict[str, Any]) -> CheckResult:
         else:
             result.passed.append(what)
     return result
+
+
+def _nearest_band_diff(record: dict[str, Any], bands: dict[str, Any]) -> str:
+    """Why a record has no band: how it differs from a band of the same algorithm and task, if there is one."""
+    same = [b for b in bands["bands"].values()
+            if b["algorithm"] == record["algorithm"] and b["task"] == record["task"] and "identity" in b]
+    if not same:
+        return ""
+    mine = identity(record)
+    nearest = min(same, key=lambda b: len(identity_diff(b["identity"], mine, limit=10**6)))
+    return f"; its band's config {nearest['config_hash']} differs in {identity_diff(nearest['identity'], mine)}"

@@ -9,6 +9,8 @@ from algorithms.core.errors import CtrlbenchError
 from algorithms.core.io import read_json
 
 SCHEMA_VERSION = 1
+# the record fields that a run's config hash covers (runners.run.prepare): same values, same run id
+IDENTITY_KEYS = ("schema_version", "algorithm", "task", "config", "protocol", "dataset_id", "dataset_metadata_hash")
 
 
 def run_id(algo: str, task: str, seed: int, config_hash: str) -> str:

@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 
+from algorithms.core.config import stable_hash
 from leaderboard.check import check, derive_bands, load_bands
 from leaderboard.report import README_END, README_START, update_readme, write_leaderboard
-from runners.records import load_records
+from runners.records import IDENTITY_KEYS, load_records
 from tests.conftest import REPO, run_cli
 
 REGRESSION = REPO / "results" / "regression"
@@ -79,6 +80,27 @@ def test_check_fails_naming_algorithm_and_task_on_a_degraded_record(tmp_path: Pa
     res = run_cli("check", "--results", str(tmp_path), "--bands", str(REGRESSION / "bands.json"))
     assert res.returncode == 1
     assert f"REGRESSION td3_bc on smoke-v0 seed {record['seed']}: expected {band['low']:.1f}" in res.stdout
+
+
+def test_identity_keys_are_what_the_config_hash_covers() -> None:
+    """IDENTITY_KEYS must name exactly the fields each committed record's config hash was computed from."""
+    records = load_records(REPO / "results")
+    assert len(records) > 9
+    for r in records:
+        assert stable_hash({k: r[k] for k in IDENTITY_KEYS}) == r["config_hash"], r["run_id"]
+
+
+@pytest.mark.parametrize(("field", "value", "expected"), [
+    ("config.alpha", 3.0, "config.alpha: 2.5 -> 3.0"),
+    ("dataset_metadata.ref_max_score", -165.7917, "dataset_metadata.ref_max_score: -165.7916 -> -165.7917"),
+])
+def test_a_record_without_a_band_is_told_what_sets_it_apart(field: str, value: float, expected: str) -> None:
+    record = json.loads(sorted((REGRESSION / "runs").glob("td3_bc*.json"))[0].read_text())
+    section, key = field.split(".")
+    record[section][key] = value
+    record["config_hash"] = "feedfacefeed"
+    result = check([record], load_bands(REGRESSION / "bands.json"))
+    assert len(result.unbanded) == 1 and expected in result.unbanded[0], result.unbanded
 
 
 @pytest.mark.parametrize("bad", ["missing", "garbage"])
