@@ -19,7 +19,7 @@ import numpy as np
 from algorithms.core.errors import CtrlbenchError
 from algorithms.core.io import atomic_write_json, read_json
 from runners.provenance import git_commit
-from runners.records import IDENTITY_KEYS, load_records
+from runners.records import identity, identity_diff, load_records
 
 BANDS_SCHEMA = 1
 DEFAULT_MARGIN = 5.0
@@ -27,26 +27,6 @@ DEFAULT_MARGIN = 5.0
 
 def band_key(record: dict[str, Any]) -> str:
     return f"{record['algorithm']}|{record['task']}|{record['config_hash']}"
-
-
-def identity(record: dict[str, Any]) -> dict[str, Any]:
-    """What a record's config hash covers, with the dataset metadata behind its hash (to tell what changed)."""
-    return {**{k: record.get(k) for k in IDENTITY_KEYS}, "dataset_metadata": record.get("dataset_metadata")}
-
-
-def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(value, dict):
-        return {k: v for key, sub in value.items() for k, v in _flatten(sub, f"{prefix}{key}.").items()}
-    return {prefix.rstrip("."): value}
-
-
-def identity_diff(band_identity: dict[str, Any], record_identity: dict[str, Any], limit: int = 4) -> str:
-    """'field: band value -> record value' for each field that differs, the first `limit` of them."""
-    old, new = _flatten(band_identity), _flatten(record_identity)
-    changed = [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in sorted(old.keys() | new.keys())
-               if old.get(k) != new.get(k)]
-    more = f"; and {len(changed) - limit} more" if len(changed) > limit else ""
-    return "; ".join(changed[:limit]) + more
 
 
 def derive_bands(records: list[dict[str, Any]], margin: float = DEFAULT_MARGIN) -> dict[str, Any]:

@@ -11,6 +11,8 @@ from algorithms.core.io import read_json
 SCHEMA_VERSION = 1
 # the record fields that a run's config hash covers (runners.run.prepare): same values, same run id
 IDENTITY_KEYS = ("schema_version", "algorithm", "task", "config", "protocol", "dataset_id", "dataset_metadata_hash")
+# dataset metadata a record leaves out (the spaces and specs are long and the task already fixes them)
+METADATA_NOT_RECORDED = ("observation_space", "action_space", "env_spec", "eval_env_spec")
 
 
 def run_id(algo: str, task: str, seed: int, config_hash: str) -> str:
@@ -38,3 +40,27 @@ def load_records(results_dir: str | Path) -> list[dict[str, Any]]:
                                  f"expected {SCHEMA_VERSION}")
         records.append(record)
     return records
+
+
+def identity(record: dict[str, Any]) -> dict[str, Any]:
+    """What a record's config hash covers, with the dataset metadata behind its hash (to tell what changed)."""
+    return {**{k: record.get(k) for k in IDENTITY_KEYS}, "dataset_metadata": record.get("dataset_metadata")}
+
+
+def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(value, dict):
+        return {k: v for key, sub in value.items() for k, v in _flatten(sub, f"{prefix}{key}.").items()}
+    return {prefix.rstrip("."): value}
+
+
+def recorded_metadata(metadata: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in metadata.items() if k not in METADATA_NOT_RECORDED}
+
+
+def identity_diff(before: dict[str, Any], after: dict[str, Any], limit: int = 4) -> str:
+    """'field: before -> after' for each field in which two identities differ, the first `limit` of them."""
+    old, new = _flatten(before), _flatten(after)
+    changed = [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in sorted(old.keys() | new.keys())
+               if old.get(k) != new.get(k)]
+    more = f"; and {len(changed) - limit} more" if len(changed) > limit else ""
+    return "; ".join(changed[:limit]) + more

@@ -34,7 +34,7 @@ from algorithms.core.seeding import capture_rng_state, restore_rng_state, seed_e
 from runners.evaluation import CURVE_STREAM, FINAL_STREAM, EvalResult, episode_seeds, evaluate
 from runners.metrics_log import MetricsLog
 from runners.provenance import device_name, git_commit, package_versions
-from runners.records import SCHEMA_VERSION, checkpoint_path, record_path, run_id
+from runners.records import SCHEMA_VERSION, checkpoint_path, record_path, recorded_metadata, run_id
 from runners.run_lock import run_lock
 from tasks.datasets import dataset_metadata, load_transitions
 from tasks.registry import TaskSpec, get_task
@@ -290,8 +290,7 @@ def _train_and_record(req: RunRequest, p: Prepared, out: Path, log: Callable[[st
         "task_family": p.task.family,
         "ref_min_score": p.ref_min,
         "ref_max_score": p.ref_max,
-        "dataset_metadata": {k: v for k, v in p.metadata.items()
-                             if k not in ("observation_space", "action_space", "env_spec", "eval_env_spec")},
+        "dataset_metadata": recorded_metadata(p.metadata),
         "packages": package_versions(),
         "git_commit": git_commit(),
         "device": device_name(device),

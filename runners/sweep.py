@@ -25,9 +25,9 @@ from typing import Any
 
 from algorithms.core.config import load_yaml_config
 from algorithms.core.errors import CtrlbenchError
-from algorithms.core.io import atomic_write_json
-from runners.records import checkpoint_path, record_path
-from runners.run import RunRequest, prepare
+from algorithms.core.io import atomic_write_json, read_json
+from runners.records import checkpoint_path, identity, identity_diff, record_path, recorded_metadata
+from runners.run import Prepared, RunRequest, prepare
 from runners.run_lock import RunBusy, is_locked
 
 
@@ -175,18 +175,19 @@ class Progress:
 def plan(spec: SweepSpec) -> tuple[list[RunRequest], list[RunRequest]]:
     """(to run, already recorded). Resolves every config first, so a bad sweep fails before anything starts."""
     todo, skipped = [], []
-    for req, rid in resolved(spec):
-        (skipped if record_path(req.results, rid).exists() else todo).append(req)
+    for req, p in resolved(spec):
+        (skipped if record_path(req.results, p.run_id).exists() else todo).append(req)
     return todo, skipped
 
 
-def resolved(spec: SweepSpec) -> list[tuple[RunRequest, str]]:
-    """Every run of the sweep with its run id; resolving each config first makes a bad sweep fail at once."""
+def resolved(spec: SweepSpec) -> list[tuple[RunRequest, Prepared]]:
+    """Every run of the sweep, prepared (run id included); resolving each config first makes a bad sweep fail at
+    once."""
     from algorithms.core.registry import load_algo_module
 
     for module in spec.algo_modules:
         load_algo_module(module)
-    return [(req, prepare(req).run_id) for req in spec.requests()]
+    return [(req, prepare(req)) for req in spec.requests()]
 
 
 @dataclass
@@ -201,6 +202,7 @@ class RunState:
     step: int = 0
     score: float | None = None
     error: str | None = None
+    differs: str | None = None  # for a pending run: how it differs from a recorded run of the same seed
 
 
 def failure_path(results_dir: Path, name: str) -> Path:
@@ -213,7 +215,8 @@ def run_states(spec: SweepSpec) -> list[RunState]:
     from algorithms.core.checkpoint import load_checkpoint
 
     states = []
-    for req, rid in resolved(spec):
+    for req, p in resolved(spec):
+        rid = p.run_id
         record, ckpt = record_path(req.results, rid), checkpoint_path(req.checkpoint_dir, rid)
         if record.exists():
             score = json.loads(record.read_text())["final"]["score_mean"]
@@ -225,8 +228,22 @@ def run_states(spec: SweepSpec) -> list[RunState]:
         elif (failure := failure_path(req.results, rid)).exists():
             states.append(RunState(req, rid, "failed", step, error=json.loads(failure.read_text())["error"]))
         else:
-            states.append(RunState(req, rid, "partial" if ckpt.exists() else "pending", step))
+            states.append(RunState(req, rid, "partial" if ckpt.exists() else "pending", step,
+                                   differs=None if ckpt.exists() else _recorded_otherwise(req, p)))
     return states
+
+
+def _recorded_otherwise(req: RunRequest, p: Prepared) -> str | None:
+    """A pending run that was recorded with another config (a changed default, a rebuilt dataset): which config,
+    and the fields that set it apart. Without this a whole sweep reads `pending` with no hint why."""
+    others = sorted(req.results.glob(f"runs/{req.algo}__{p.task.id}__s{req.seed}__*.json"))
+    if not others:
+        return None
+    mine = {**p.identity, "dataset_metadata": recorded_metadata(p.metadata)}
+    diffs = [(identity_diff(identity(r), mine, limit=10**6), identity_diff(identity(r), mine), r["config_hash"])
+             for r in (read_json(path, "result record") for path in others)]
+    _, shown, config_hash = min(diffs, key=lambda d: len(d[0]))
+    return f"recorded with config {config_hash}, which differs in {shown}"
 
 
 def print_states(states: list[RunState], out=sys.stdout) -> None:
@@ -239,7 +256,7 @@ def print_states(states: list[RunState], out=sys.stdout) -> None:
         elif s.state in ("partial", "running"):
             detail = f"checkpoint at {s.step:,} of {s.req.steps:,} updates"
         else:
-            detail = "not started"
+            detail = f"not started; {s.differs}" if s.differs else "not started"
         print(f"{s.state:9s} {s.run_id}  {detail}", file=out)
     counts = {k: sum(s.state == k for s in states) for k in ("recorded", "running", "failed", "partial", "pending")}
     left = sum(s.req.steps - s.step for s in states if s.state != "recorded")

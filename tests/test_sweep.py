@@ -217,6 +217,20 @@ def test_status_lists_recorded_running_partial_and_pending_runs_without_training
     assert len(list((tmp_path / "runs").glob("*.json"))) == 1  # nothing was trained
 
 
+def test_status_says_why_a_run_recorded_under_another_config_is_pending(minari_root: Path, tmp_path: Path) -> None:
+    spec = SweepSpec(algos=["bc"], tasks=["smoke-v0"], seeds=[0, 1], steps=40, eval_every=20, eval_episodes=2,
+                     curve_episodes=2, results=tmp_path)
+    run_sweep(dataclasses.replace(spec, seeds=[0]), workers=1, threads=1, out=io.StringIO())
+    states = run_states(dataclasses.replace(spec, steps=60, overrides={"bc": {"lr": 1e-4}}))
+    assert [s.state for s in states] == ["pending", "pending"]
+    assert states[0].differs.startswith("recorded with config ")
+    assert "config.lr: 0.0003 -> 0.0001; protocol.steps: 40 -> 60" in states[0].differs
+    assert states[1].differs is None  # seed 1 was never recorded: nothing to explain
+    out = io.StringIO()
+    print_states(states, out=out)
+    assert "not started; recorded with config" in out.getvalue().splitlines()[0]
+
+
 def test_status_finds_checkpoints_in_the_folder_named_by_flag_file_or_environment(minari_root: Path,
                                                                                    tmp_path: Path) -> None:
     spec = SweepSpec(algos=["bc"], tasks=["smoke-v0"], seeds=[0], steps=40, eval_every=20, eval_episodes=2,
