@@ -19,7 +19,7 @@ import numpy as np
 from algorithms.core.errors import CtrlbenchError
 from algorithms.core.io import atomic_write_json, read_json
 from runners.provenance import git_commit
-from runners.records import identity, identity_diff, load_records
+from runners.records import closest_identity, identity, load_records
 
 BANDS_SCHEMA = 1
 DEFAULT_MARGIN = 5.0
@@ -106,10 +106,7 @@ def check(records: list[dict[str, Any]], bands: dict[str, Any]) -> CheckResult:
 
 def _nearest_band_diff(record: dict[str, Any], bands: dict[str, Any]) -> str:
     """Why a record has no band: how it differs from a band of the same algorithm and task, if there is one."""
-    same = [b for b in bands["bands"].values()
-            if b["algorithm"] == record["algorithm"] and b["task"] == record["task"] and "identity" in b]
-    if not same:
-        return ""
-    mine = identity(record)
-    nearest = min(same, key=lambda b: len(identity_diff(b["identity"], mine, limit=10**6)))
-    return f"; its band's config {nearest['config_hash']} differs in {identity_diff(nearest['identity'], mine)}"
+    closest = closest_identity([(b["config_hash"], b["identity"]) for b in bands["bands"].values()
+                                if b["algorithm"] == record["algorithm"] and b["task"] == record["task"]
+                                and "identity" in b], identity(record))
+    return f"; its band's config {closest[0]} differs in {closest[1]}" if closest else ""

@@ -57,10 +57,17 @@ def recorded_metadata(metadata: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in metadata.items() if k not in METADATA_NOT_RECORDED}
 
 
-def identity_diff(before: dict[str, Any], after: dict[str, Any], limit: int = 4) -> str:
-    """'field: before -> after' for each field in which two identities differ, the first `limit` of them."""
-    old, new = _flatten(before), _flatten(after)
-    changed = [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in sorted(old.keys() | new.keys())
-               if old.get(k) != new.get(k)]
+def closest_identity(candidates: list[tuple[str, dict[str, Any]]], target: dict[str, Any], limit: int = 4
+                     ) -> tuple[str, str] | None:
+    """Of (config hash, identity) candidates, the one that differs from `target` in the fewest fields, with
+    'field: its value -> target's value' for the first `limit` of those fields; None without candidates."""
+    def changes(before: dict[str, Any]) -> list[str]:
+        old, new = _flatten(before), _flatten(target)
+        return [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in sorted(old.keys() | new.keys())
+                if old.get(k) != new.get(k)]
+
+    if not candidates:
+        return None
+    config_hash, changed = min(((h, changes(ident)) for h, ident in candidates), key=lambda c: len(c[1]))
     more = f"; and {len(changed) - limit} more" if len(changed) > limit else ""
-    return "; ".join(changed[:limit]) + more
+    return config_hash, "; ".join(changed[:limit]) + more

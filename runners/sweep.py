@@ -26,7 +26,7 @@ from typing import Any
 from algorithms.core.config import load_yaml_config
 from algorithms.core.errors import CtrlbenchError
 from algorithms.core.io import atomic_write_json, read_json
-from runners.records import checkpoint_path, identity, identity_diff, record_path, recorded_metadata
+from runners.records import checkpoint_path, closest_identity, identity, record_path, recorded_metadata
 from runners.run import Prepared, RunRequest, prepare
 from runners.run_lock import RunBusy, is_locked
 
@@ -236,14 +236,11 @@ def run_states(spec: SweepSpec) -> list[RunState]:
 def _recorded_otherwise(req: RunRequest, p: Prepared) -> str | None:
     """A pending run that was recorded with another config (a changed default, a rebuilt dataset): which config,
     and the fields that set it apart. Without this a whole sweep reads `pending` with no hint why."""
-    others = sorted(req.results.glob(f"runs/{req.algo}__{p.task.id}__s{req.seed}__*.json"))
-    if not others:
-        return None
-    mine = {**p.identity, "dataset_metadata": recorded_metadata(p.metadata)}
-    diffs = [(identity_diff(identity(r), mine, limit=10**6), identity_diff(identity(r), mine), r["config_hash"])
-             for r in (read_json(path, "result record") for path in others)]
-    _, shown, config_hash = min(diffs, key=lambda d: len(d[0]))
-    return f"recorded with config {config_hash}, which differs in {shown}"
+    others = [read_json(path, "result record")
+              for path in sorted(req.results.glob(f"runs/{req.algo}__{p.task.id}__s{req.seed}__*.json"))]
+    closest = closest_identity([(r["config_hash"], identity(r)) for r in others],
+                               {**p.identity, "dataset_metadata": recorded_metadata(p.metadata)})
+    return f"recorded with config {closest[0]}, which differs in {closest[1]}" if closest else None
 
 
 def print_states(states: list[RunState], out=sys.stdout) -> None:
