@@ -28,17 +28,25 @@ def minari_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
         os.environ["MINARI_DATASETS_PATH"] = old
 
 
-def run_cli(*args: str, minari: Path | None = None, cwd: Path | None = None,
-            env_vars: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    """Run `ctrlbench ...` in a fresh interpreter, as a user would (a developer's own checkpoint folder unset)."""
+CLI = (sys.executable, "-m", "runners.cli")
+
+
+def cli_env(minari: Path | None = None, env_vars: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment of a `ctrlbench` subprocess: this repo importable, a developer's own checkpoint folder unset."""
     env = dict(os.environ)
     env.pop("CTRLBENCH_CHECKPOINTS", None)
     env.update(env_vars or {})
     if minari is not None:
         env["MINARI_DATASETS_PATH"] = str(minari)
     env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
-    return subprocess.run([sys.executable, "-m", "runners.cli", *args], capture_output=True, text=True,
-                          env=env, cwd=cwd or REPO, timeout=600)
+    return env
+
+
+def run_cli(*args: str, minari: Path | None = None, cwd: Path | None = None,
+            env_vars: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """Run `ctrlbench ...` in a fresh interpreter, as a user would."""
+    return subprocess.run([*CLI, *args], capture_output=True, text=True, env=cli_env(minari, env_vars),
+                          cwd=cwd or REPO, timeout=600)
 
 
 TINY = ("--steps", "40", "--eval-every", "20", "--eval-episodes", "3", "--curve-episodes", "2", "--no-progress")

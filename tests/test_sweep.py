@@ -10,7 +10,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -31,7 +30,7 @@ from runners.sweep import (
     run_sweep,
     summarize,
 )
-from tests.conftest import REPO, TINY, run_cli
+from tests.conftest import CLI, REPO, TINY, cli_env, run_cli
 
 SWEEP = ("sweep", "--algos", "bc,td3_bc", "--tasks", "smoke-v0", "--seeds", "0-1", "--steps", "40",
          "--eval-every", "20", "--eval-episodes", "3", "--curve-episodes", "2", "--workers", "2")
@@ -119,10 +118,8 @@ def test_sigkill_mid_run_resumes_to_the_same_final_score(minari_root: Path, tmp_
             "--threads", "1"]
     ref = run_cli(*args, "--results", str(tmp_path / "a"), minari=minari_root)
     assert ref.returncode == 0, ref.stderr
-    env = dict(os.environ, MINARI_DATASETS_PATH=str(minari_root), PYTHONPATH=str(REPO))
-    env.pop("CTRLBENCH_CHECKPOINTS", None)
-    proc = subprocess.Popen([sys.executable, "-m", "runners.cli", *args, "--results", str(tmp_path / "b")],
-                            env=env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen([*CLI, *args, "--results", str(tmp_path / "b")], env=cli_env(minari_root), cwd=REPO,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     ckpts = tmp_path / "b" / "checkpoints"
     deadline = time.time() + 120
     while not (ckpts.exists() and list(ckpts.glob("*.pt"))) and time.time() < deadline:
@@ -146,12 +143,10 @@ def test_stopping_a_sweep_stops_its_workers(minari_root: Path, tmp_path: Path, h
     spec = SweepSpec(algos=["bc"], tasks=["smoke-v0"], seeds=[0, 1], steps=10**7, eval_every=10**6,
                      eval_episodes=2, curve_episodes=2, results=tmp_path)
     ids = [s.run_id for s in run_states(spec)]
-    env = dict(os.environ, MINARI_DATASETS_PATH=str(minari_root), PYTHONPATH=str(REPO))
-    env.pop("CTRLBENCH_CHECKPOINTS", None)
-    proc = subprocess.Popen([sys.executable, "-m", "runners.cli", "sweep", "--algos", "bc", "--tasks", "smoke-v0",
+    proc = subprocess.Popen([*CLI, "sweep", "--algos", "bc", "--tasks", "smoke-v0",
                              "--seeds", "0-1", "--steps", str(10**7), "--eval-every", str(10**6), "--eval-episodes",
                              "2", "--curve-episodes", "2", "--results", str(tmp_path), "--workers", "1",
-                             "--threads", "1"], env=env, cwd=REPO, stdout=subprocess.DEVNULL,
+                             "--threads", "1"], env=cli_env(minari_root), cwd=REPO, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
         checkpoints = tmp_path / "checkpoints"
