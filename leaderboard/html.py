@@ -57,7 +57,8 @@ def render(per_task: pd.DataFrame, aggregate: pd.DataFrame, improvement: pd.Data
                 if not runs.empty else runs)
     parts = ["<!doctype html><html><head><meta charset='utf-8'><title>ctrlbench leaderboard</title>",
              f"<style>{STYLE}</style></head><body><h1>ctrlbench leaderboard</h1>",
-             f"<p>{len(runs)} runs, {runs['algorithm'].nunique()} algorithms, {runs['task'].nunique()} tasks.</p>",
+             f"<p>{len(runs)} runs, {runs['algorithm'].nunique()} rows (algorithm, budget), "
+             f"{runs['task'].nunique()} tasks.</p>",
              "<h2>Per task</h2><p>Click a column to sort.</p>",
              _table(per_task, table_id="per-task")]
     if not aggregate.empty:

@@ -23,21 +23,53 @@ def select_records(results_dir: str | Path, algos: Sequence[str] | None = None, 
             and (not kinds or r.get("task_kind", "offline") in kinds)]
 
 
+def _budget(steps: int) -> str:
+    for unit, size in (("M", 1_000_000), ("k", 1_000)):
+        if steps % size == 0:
+            return f"{steps // size}{unit}"
+    return str(steps)
+
+
+def entry_labels(records: list[dict]) -> list[str]:
+    """Each record's leaderboard row: its algorithm, told apart by update budget when the selection holds the
+    algorithm at several budgets, and by config or dataset hash when one (algorithm, task, budget) was run several
+    ways; so no cell averages runs made differently (`ctrlbench beats` refuses such a mix outright)."""
+    budgets: dict[str, set[int]] = {}
+    ways: dict[tuple, set[tuple]] = {}
+    for r in records:
+        steps = r["protocol"]["steps"]
+        budgets.setdefault(r["algorithm"], set()).add(steps)
+        ways.setdefault((r["algorithm"], r["task"], steps), set()).add(
+            (r["config_hash"], r.get("dataset_metadata_hash")))
+    labels = []
+    for r in records:
+        algo, steps = r["algorithm"], r["protocol"]["steps"]
+        label = f"{algo} @{_budget(steps)}" if len(budgets[algo]) > 1 else algo
+        same = ways[(algo, r["task"], steps)]
+        if len({c for c, _ in same}) > 1:
+            label += f" config {r['config_hash'][:6]}"
+        if len({d for _, d in same}) > 1:
+            label += f" data {str(r.get('dataset_metadata_hash'))[:6]}"
+        labels.append(label)
+    return labels
+
+
 def runs_frame(records: list[dict]) -> pd.DataFrame:
+    """One row per run; `algorithm` is the run's leaderboard row (`entry_labels`)."""
     rows = [{
-        "algorithm": r["algorithm"], "task": r["task"], "task_kind": r.get("task_kind", "offline"),
+        "algorithm": label, "task": r["task"], "task_kind": r.get("task_kind", "offline"),
         "task_family": r.get("task_family", ""), "seed": r["seed"], "config_hash": r["config_hash"],
         "steps": r["protocol"]["steps"], "final_score": r["final"]["score_mean"],
         "best_score": r["best"]["score_mean"], "final_return": r["final"]["return_mean"],
         "dataset_id": r.get("dataset_id"), "dataset_metadata_hash": r.get("dataset_metadata_hash"),
-    } for r in records]
+    } for r, label in zip(records, entry_labels(records), strict=True)]
     return pd.DataFrame(rows, columns=RUN_COLUMNS)
 
 
 def curves_frame(records: list[dict]) -> pd.DataFrame:
     """Learning curves: one row per (run, evaluation point), the final evaluation included."""
-    rows = [{"algorithm": r["algorithm"], "task": r["task"], "seed": r["seed"], "step": p["step"],
-             "score": p["score_mean"]} for r in records for p in [*r["curve"], r["final"]]]
+    rows = [{"algorithm": label, "task": r["task"], "seed": r["seed"], "step": p["step"], "score": p["score_mean"]}
+            for r, label in zip(records, entry_labels(records), strict=True) for p in [*r["curve"], r["final"]]]
     return pd.DataFrame(rows, columns=["algorithm", "task", "seed", "step", "score"])
 
 
@@ -103,7 +135,8 @@ def markdown_table(df: pd.DataFrame, reps: int = 2000) -> str:
         for a in algos:
             out.append(f"| {a} | " + " | ".join(cell.get((a, t), "–") for t in tasks) + " |")
         out.append("")
-    out.append("Final normalized score (100 = expert, 0 = random): mean ± std over seeds (number of seeds).")
+    # ddof 0 as in the papers' tables (CORL, TD3+BC); `ctrlbench beats` and `check` use ddof 1, so say which.
+    out.append("Final normalized score (100 = expert, 0 = random): mean ± std over seeds (ddof 0; number of seeds).")
     agg = aggregate_stats(df, reps=reps)
     if len(df["task"].unique()) > 1 and not agg.empty:
         out += ["", "| algorithm | mean | median | IQM | optimality gap |", "|---|---|---|---|---|"]
@@ -112,4 +145,7 @@ def markdown_table(df: pd.DataFrame, reps: int = 2000) -> str:
                      for m in ("mean", "median", "iqm", "optimality_gap")]
             out.append(f"| {r.algorithm} | " + " | ".join(cells) + " |")
         out += ["", "Aggregates over tasks with stratified-bootstrap 95% CIs (rliable's definitions)."]
+        left_out = sorted(set(df["algorithm"]) - set(agg["algorithm"]))
+        if left_out:
+            out.append(f"Left out of the aggregates (no score on every task): {', '.join(left_out)}.")
     return "\n".join(out)

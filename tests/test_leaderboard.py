@@ -132,3 +132,33 @@ def test_records_below_results_are_all_found() -> None:
     committed = sorted((REPO / "results").glob("*/runs/*.json"))
     assert len(load_records(REGRESSION)) == 9 and len(committed) > 9
     assert len(load_records(REPO / "results")) == len(committed)
+
+
+def test_markdown_names_the_std_and_the_algorithms_left_out_of_the_aggregates() -> None:
+    import pandas as pd
+
+    from leaderboard.table import RUN_COLUMNS, markdown_table
+
+    rows = [{"algorithm": a, "task": t, "task_family": "f", "seed": s, "final_score": 10.0 * s, "best_score": 0.0,
+             "steps": 1} for a, ts in (("full", ("t1", "t2")), ("partial", ("t1",))) for t in ts for s in range(3)]
+    md = markdown_table(pd.DataFrame(rows).reindex(columns=RUN_COLUMNS), reps=50)
+    assert "10.0 ± 8.2 (3)" in md  # scores 0, 10, 20: population std 8.16, not the sample std 10.0
+    assert "ddof 0" in md
+    assert "| full |" in md.split("optimality gap")[1] and "| partial |" not in md.split("optimality gap")[1]
+    assert "Left out of the aggregates (no score on every task): partial." in md
+
+
+def _record(algo: str, task: str, steps: int, config: str = "cfg000", data: str = "data00") -> dict:
+    return {"algorithm": algo, "task": task, "protocol": {"steps": steps}, "config_hash": config,
+            "dataset_metadata_hash": data}
+
+
+def test_entry_labels_split_budgets_configs_and_datasets_but_nothing_else() -> None:
+    from leaderboard.table import entry_labels
+
+    records = [_record("bc", "t1", 50_000), _record("bc", "t2", 50_000), _record("bc", "t1", 200_000),
+               _record("iql", "t1", 1_000), _record("iql", "t2", 1_000, config="cfg111"),
+               _record("spot", "t1", 50_000, config="aaaaaaaa"), _record("spot", "t1", 50_000, config="bbbbbbbb"),
+               _record("cql", "t1", 1_500, data="d1"), _record("cql", "t1", 1_500, data="d2")]
+    assert entry_labels(records) == ["bc @50k", "bc @50k", "bc @200k", "iql", "iql",
+                                     "spot config aaaaaa", "spot config bbbbbb", "cql data d1", "cql data d2"]
