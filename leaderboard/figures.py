@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import matplotlib
@@ -11,16 +12,21 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
+from algorithms.core.io import atomic_write_bytes
 from leaderboard.stats import performance_profile
 from leaderboard.table import score_sets
 
 
 def _save(fig: plt.Figure, out: Path, name: str) -> list[Path]:
+    """PNG and SVG, written atomically and byte-identical when regenerated from the same records (no creation
+    date, fixed SVG element ids), so a committed leaderboard changes only when its numbers do."""
     paths = []
     for ext in ("png", "svg"):
-        path = out / f"{name}.{ext}"
-        fig.savefig(path, dpi=120, bbox_inches="tight")
-        paths.append(path)
+        buffer = io.BytesIO()
+        with plt.rc_context({"svg.hashsalt": "ctrlbench"}):
+            fig.savefig(buffer, format=ext, dpi=120, bbox_inches="tight", metadata={"Date": None})
+        atomic_write_bytes(out / f"{name}.{ext}", buffer.getvalue())
+        paths.append(out / f"{name}.{ext}")
     plt.close(fig)
     return paths
 

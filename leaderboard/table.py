@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -52,6 +53,14 @@ def entry_labels(records: list[dict]) -> list[str]:
             label += f" data {str(r.get('dataset_metadata_hash'))[:6]}"
         labels.append(label)
     return labels
+
+
+def row_order(label: str) -> tuple:
+    """Sort key for leaderboard rows: by algorithm, then budget ascending (`bc @50k` before `bc @200k`)."""
+    match = re.fullmatch(r"(\S+)(?: @(\d+)([kM]?))?(.*)", label)
+    assert match is not None  # the pattern matches every string
+    name, number, unit, rest = match.groups()
+    return name, int(number or 0) * {"": 1, "k": 1_000, "M": 1_000_000}[unit or ""], rest
 
 
 def runs_frame(records: list[dict]) -> pd.DataFrame:
@@ -126,7 +135,7 @@ def markdown_table(df: pd.DataFrame, reps: int = 2000) -> str:
     out: list[str] = []
     for family, fam in stats.groupby("family", sort=True):
         tasks = sorted(fam["task"].unique())
-        algos = sorted(fam["algorithm"].unique())
+        algos = sorted(fam["algorithm"].unique(), key=row_order)
         cell = {(r.algorithm, r.task): f"{r.mean:.1f} ± {r.std:.1f} ({r.n})" for r in fam.itertuples()}
         if len(stats["family"].unique()) > 1:
             out.append(f"**{family}**\n")

@@ -162,3 +162,20 @@ def test_entry_labels_split_budgets_configs_and_datasets_but_nothing_else() -> N
                _record("cql", "t1", 1_500, data="d1"), _record("cql", "t1", 1_500, data="d2")]
     assert entry_labels(records) == ["bc @50k", "bc @50k", "bc @200k", "iql", "iql",
                                      "spot config aaaaaa", "spot config bbbbbb", "cql data d1", "cql data d2"]
+
+
+def test_rows_sort_by_algorithm_then_budget() -> None:
+    from leaderboard.table import row_order
+
+    labels = ["bc @200k", "td3_bc", "bc @50k", "bc @1M", "bc @50k config abc", "bc @1k"]
+    assert sorted(labels, key=row_order) == ["bc @1k", "bc @50k", "bc @50k config abc", "bc @200k", "bc @1M",
+                                             "td3_bc"]
+
+
+def test_regenerating_from_the_same_records_gives_identical_files(tmp_path: Path) -> None:
+    first = write_leaderboard(REGRESSION, tmp_path / "a", reps=50)
+    write_leaderboard(REGRESSION, tmp_path / "b", reps=50)
+    assert any(p.suffix == ".svg" for p in first.files)
+    for path in first.files:
+        assert path.read_bytes() == (tmp_path / "b" / path.name).read_bytes(), path.name
+    assert not list((tmp_path / "a").glob(".*.tmp"))  # atomic writes leave no temporary files behind
