@@ -203,6 +203,7 @@ class RunState:
     score: float | None = None
     error: str | None = None
     differs: str | None = None  # for a pending run: how it differs from a recorded run of the same seed
+    rate: float | None = None  # updates per training second so far, from the checkpoint (None without one)
 
 
 def failure_path(results_dir: Path, name: str) -> Path:
@@ -222,14 +223,17 @@ def run_states(spec: SweepSpec) -> list[RunState]:
             score = json.loads(record.read_text())["final"]["score_mean"]
             states.append(RunState(req, rid, "recorded", req.steps, score))
             continue
-        step = int(load_checkpoint(ckpt)["algorithm"]["step"]) if ckpt.exists() else 0
+        saved = load_checkpoint(ckpt) if ckpt.exists() else {}
+        step = int(saved["algorithm"]["step"]) if saved else 0
+        seconds = saved.get("train_seconds", 0.0)
+        rate = step / seconds if step and seconds > 0 else None
         if is_locked(req.checkpoint_dir, rid):
-            states.append(RunState(req, rid, "running", step))
+            states.append(RunState(req, rid, "running", step, rate=rate))
         elif (failure := failure_path(req.results, rid)).exists():
             states.append(RunState(req, rid, "failed", step, error=json.loads(failure.read_text())["error"]))
         else:
-            states.append(RunState(req, rid, "partial" if ckpt.exists() else "pending", step,
-                                   differs=None if ckpt.exists() else _recorded_otherwise(req, p)))
+            states.append(RunState(req, rid, "partial" if saved else "pending", step, rate=rate,
+                                   differs=None if saved else _recorded_otherwise(req, p)))
     return states
 
 
@@ -252,6 +256,10 @@ def print_states(states: list[RunState], out=sys.stdout) -> None:
             detail = f"{s.error} (resumes from update {s.step:,})" if s.step else s.error
         elif s.state in ("partial", "running"):
             detail = f"checkpoint at {s.step:,} of {s.req.steps:,} updates"
+            if s.rate:  # training time only: evaluations come on top
+                left = (s.req.steps - s.step) / s.rate
+                eta = f"{left / 3600:.1f} h" if left >= 3600 else f"{left / 60:.0f} min"
+                detail += f" ({s.rate:.3g} updates/s, about {eta} of training left)"
         else:
             detail = f"not started; {s.differs}" if s.differs else "not started"
         print(f"{s.state:9s} {s.run_id}  {detail}", file=out)

@@ -196,7 +196,8 @@ def test_status_lists_recorded_running_partial_and_pending_runs_without_training
                      eval_episodes=2, curve_episodes=2, results=tmp_path)
     run_sweep(dataclasses.replace(spec, seeds=[0]), workers=1, threads=1, out=io.StringIO())
     ids = {s.req.seed: s.run_id for s in run_states(spec)}
-    save_checkpoint(checkpoint_path(tmp_path / "checkpoints", ids[1]), {"algorithm": {"step": 20}})
+    save_checkpoint(checkpoint_path(tmp_path / "checkpoints", ids[1]), {"algorithm": {"step": 20},
+                                                                          "train_seconds": 1200.0})
     save_checkpoint(checkpoint_path(tmp_path / "checkpoints", ids[2]), {"algorithm": {"step": 10}})
     with run_lock(tmp_path / "checkpoints", ids[2]):  # as if another process were training seed 2
         res = run_cli("sweep", "--algos", "bc", "--tasks", "smoke-v0", "--seeds", "0-3", "--steps", "40",
@@ -206,7 +207,8 @@ def test_status_lists_recorded_running_partial_and_pending_runs_without_training
     lines = res.stdout.splitlines()
     assert lines[0].startswith("recorded  bc__smoke-v0__s0__") and "score" in lines[0]
     assert lines[1].startswith("partial   bc__smoke-v0__s1__") and "checkpoint at 20 of 40 updates" in lines[1]
-    assert lines[2].startswith("running   bc__smoke-v0__s2__") and "checkpoint at 10 of 40 updates" in lines[2]
+    assert "(0.0167 updates/s, about 20 min of training left)" in lines[1]  # 20 updates in 20 min, 20 to go
+    assert lines[2].startswith("running   bc__smoke-v0__s2__") and lines[2].endswith("checkpoint at 10 of 40 updates")
     assert lines[3].startswith("pending   bc__smoke-v0__s3__")
     assert lines[4] == "sweep status: 1 recorded, 1 running, 1 partial, 1 pending; 90 updates left to train"
     assert len(list((tmp_path / "runs").glob("*.json"))) == 1  # nothing was trained
