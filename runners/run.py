@@ -240,6 +240,9 @@ def _train_and_record(req: RunRequest, p: Prepared, out: Path, log: Callable[[st
         curve, ctx.env_steps = state["curve"], state["env_steps"]
         train_seconds, wall_before = state["train_seconds"], state["wall_seconds"]
         log(f"{p.run_id}: resuming from update {algo.step} ({ckpt})")
+    # Where the last checkpoint (or this resume) stood: the rate since then is what `sweep --status` reports, since
+    # a cumulative rate lags for hours after a change of threads or of what shares the machine.
+    mark_step, mark_seconds = algo.step, train_seconds
 
     metrics_log = MetricsLog(req.results / "logs" / f"{p.run_id}.csv", resume_step=algo.step)
     policy = _checked_policy(algo, p.run_id)
@@ -269,9 +272,11 @@ def _train_and_record(req: RunRequest, p: Prepared, out: Path, log: Callable[[st
         if logged is not None:
             metrics_log.log(step, logged)
         if step % req.checkpoint_every == 0 and step < req.steps:
+            recent = {"updates": step - mark_step, "train_seconds": train_seconds - mark_seconds}
             save_checkpoint(ckpt, {"algorithm": algo.state_dict(), "rng": capture_rng_state(), "curve": curve,
-                                   "train_seconds": train_seconds, "env_steps": ctx.env_steps,
+                                   "train_seconds": train_seconds, "recent": recent, "env_steps": ctx.env_steps,
                                    "wall_seconds": wall_before + time.time() - started, "run_id": p.run_id})
+            mark_step, mark_seconds = step, train_seconds
     bar.close()
     metrics_log.close()
 

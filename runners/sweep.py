@@ -203,7 +203,7 @@ class RunState:
     score: float | None = None
     error: str | None = None
     differs: str | None = None  # for a pending run: how it differs from a recorded run of the same seed
-    rate: float | None = None  # updates per training second so far, from the checkpoint (None without one)
+    rate: float | None = None  # updates per training second between the checkpoint and the one before it
 
 
 def failure_path(results_dir: Path, name: str) -> Path:
@@ -225,8 +225,7 @@ def run_states(spec: SweepSpec) -> list[RunState]:
             continue
         saved = load_checkpoint(ckpt) if ckpt.exists() else {}
         step = int(saved["algorithm"]["step"]) if saved else 0
-        seconds = saved.get("train_seconds", 0.0)
-        rate = step / seconds if step and seconds > 0 else None
+        rate = checkpoint_rate(saved)
         if is_locked(req.checkpoint_dir, rid):
             states.append(RunState(req, rid, "running", step, rate=rate))
         elif (failure := failure_path(req.results, rid)).exists():
@@ -235,6 +234,16 @@ def run_states(spec: SweepSpec) -> list[RunState]:
             states.append(RunState(req, rid, "partial" if saved else "pending", step, rate=rate,
                                    differs=None if saved else _recorded_otherwise(req, p)))
     return states
+
+
+def checkpoint_rate(saved: dict[str, Any]) -> float | None:
+    """Updates per training second over the last checkpoint interval; a checkpoint written before that was saved
+    gives the rate over the whole run."""
+    if not saved:
+        return None
+    recent = saved.get("recent") or {"updates": saved["algorithm"]["step"], "train_seconds": saved.get("train_seconds")}
+    updates, seconds = recent["updates"], recent["train_seconds"] or 0.0
+    return updates / seconds if updates and seconds > 0 else None
 
 
 def _recorded_otherwise(req: RunRequest, p: Prepared) -> str | None:

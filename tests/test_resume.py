@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from algorithms.core.checkpoint import load_checkpoint
 from algorithms.td3_bc import TD3BC
 from runners.records import checkpoint_path
 from runners.run import RunRequest, execute, prepare
@@ -37,6 +38,8 @@ def test_interrupted_run_resumes_to_identical_scores(minari_root: Path, tmp_path
     crash_midway(request(tmp_path / "b"), monkeypatch)
     ckpt = checkpoint_path(tmp_path / "b" / "checkpoints", prepare(request(tmp_path / "b")).run_id)
     assert ckpt.exists() and not (tmp_path / "b" / "runs").exists()
+    saved = load_checkpoint(ckpt)  # the rate `sweep --status` shows: the interval 20..40, not the whole run
+    assert saved["recent"]["updates"] == 20 and 0 < saved["recent"]["train_seconds"] < saved["train_seconds"]
 
     messages: list[str] = []
     resumed = execute(request(tmp_path / "b"), log=messages.append)

@@ -23,6 +23,7 @@ from runners.run import resolve
 from runners.run_lock import is_locked, run_lock
 from runners.sweep import (
     SweepSpec,
+    checkpoint_rate,
     load_sweep_file,
     parse_seeds,
     print_states,
@@ -196,8 +197,8 @@ def test_status_lists_recorded_running_partial_and_pending_runs_without_training
                      eval_episodes=2, curve_episodes=2, results=tmp_path)
     run_sweep(dataclasses.replace(spec, seeds=[0]), workers=1, threads=1, out=io.StringIO())
     ids = {s.req.seed: s.run_id for s in run_states(spec)}
-    save_checkpoint(checkpoint_path(tmp_path / "checkpoints", ids[1]), {"algorithm": {"step": 20},
-                                                                          "train_seconds": 1200.0})
+    save_checkpoint(checkpoint_path(tmp_path / "checkpoints", ids[1]), {
+        "algorithm": {"step": 20}, "train_seconds": 1200.0, "recent": {"updates": 10, "train_seconds": 60.0}})
     save_checkpoint(checkpoint_path(tmp_path / "checkpoints", ids[2]), {"algorithm": {"step": 10}})
     with run_lock(tmp_path / "checkpoints", ids[2]):  # as if another process were training seed 2
         res = run_cli("sweep", "--algos", "bc", "--tasks", "smoke-v0", "--seeds", "0-3", "--steps", "40",
@@ -207,11 +208,18 @@ def test_status_lists_recorded_running_partial_and_pending_runs_without_training
     lines = res.stdout.splitlines()
     assert lines[0].startswith("recorded  bc__smoke-v0__s0__") and "score" in lines[0]
     assert lines[1].startswith("partial   bc__smoke-v0__s1__") and "checkpoint at 20 of 40 updates" in lines[1]
-    assert "(0.0167 updates/s, about 20 min of training left)" in lines[1]  # 20 updates in 20 min, 20 to go
+    assert "(0.167 updates/s, about 2 min of training left)" in lines[1]  # the last 10 updates took 1 min
     assert lines[2].startswith("running   bc__smoke-v0__s2__") and lines[2].endswith("checkpoint at 10 of 40 updates")
     assert lines[3].startswith("pending   bc__smoke-v0__s3__")
     assert lines[4] == "sweep status: 1 recorded, 1 running, 1 partial, 1 pending; 90 updates left to train"
     assert len(list((tmp_path / "runs").glob("*.json"))) == 1  # nothing was trained
+
+
+def test_status_rate_is_the_last_checkpoint_interval_or_the_whole_run_for_older_checkpoints() -> None:
+    assert checkpoint_rate({"algorithm": {"step": 30}, "train_seconds": 30.0,
+                             "recent": {"updates": 10, "train_seconds": 2.0}}) == 5.0
+    assert checkpoint_rate({"algorithm": {"step": 30}, "train_seconds": 30.0}) == 1.0  # written before `recent`
+    assert checkpoint_rate({"algorithm": {"step": 10}}) is None and checkpoint_rate({}) is None
 
 
 def test_status_says_why_a_run_recorded_under_another_config_is_pending(minari_root: Path, tmp_path: Path) -> None:
