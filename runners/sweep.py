@@ -303,9 +303,14 @@ def run_sweep(spec: SweepSpec, workers: int | None = None, backend: str = "local
             futures = {pool.submit(_run_one, req, threads, spec.algo_modules, True): req for req in todo}
             progress.running = min(workers, len(todo))
             progress.show()
-            for fut in cf.as_completed(futures):
-                results.append(fut.result())
-                progress.finished(results[-1], min(workers, len(todo) - len(results)))
+            pending = set(futures)
+            while pending:
+                # a timed wait: the kernel may hand Ctrl-C or SIGTERM to one of the pool's threads, and Python runs
+                # the handler only once the main thread wakes; an untimed wait could sleep through it for good
+                done, pending = cf.wait(pending, timeout=0.5, return_when=cf.FIRST_COMPLETED)
+                for fut in done:
+                    results.append(fut.result())
+                    progress.finished(results[-1], min(workers, len(todo) - len(results)))
         except BaseException:  # Ctrl-C, SIGTERM or a crash of the sweep itself: no worker outlives it
             _stop_workers(pool)
             raise
@@ -336,7 +341,11 @@ def _stop_workers(pool: cf.ProcessPoolExecutor) -> None:
     for proc in procs:
         proc.terminate()
     for proc in procs:
-        proc.join(timeout=30)
+        proc.join(timeout=20)
+    for proc in procs:  # the pool's exit joins its workers with no timeout: one that outlives SIGTERM would hang it
+        if proc.is_alive():
+            proc.kill()
+            proc.join(timeout=10)
 
 
 def _run_ray(todo: list[RunRequest], spec: SweepSpec, workers: int, threads: int, address: str | None,

@@ -10,6 +10,7 @@ import json
 import os
 import signal
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -144,11 +145,16 @@ def test_stopping_a_sweep_stops_its_workers(minari_root: Path, tmp_path: Path, h
     spec = SweepSpec(algos=["bc"], tasks=["smoke-v0"], seeds=[0, 1], steps=10**7, eval_every=10**6,
                      eval_episodes=2, curve_episodes=2, results=tmp_path)
     ids = [s.run_id for s in run_states(spec)]
-    proc = subprocess.Popen([*CLI, "sweep", "--algos", "bc", "--tasks", "smoke-v0",
-                             "--seeds", "0-1", "--steps", str(10**7), "--eval-every", str(10**6), "--eval-episodes",
-                             "2", "--curve-episodes", "2", "--results", str(tmp_path), "--workers", "1",
-                             "--threads", "1"], env=cli_env(minari_root), cwd=REPO, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    # stderr goes to a file, not a pipe: the check is that the sweep exits, not that every descendant has closed
+    # the pipe; and faulthandler lets a hung sweep show where it hangs (SIGABRT below)
+    err_path = tmp_path / "sweep.err"
+    with err_path.open("w") as err_file:
+        proc = subprocess.Popen([*CLI, "sweep", "--algos", "bc", "--tasks", "smoke-v0",
+                                 "--seeds", "0-1", "--steps", str(10**7), "--eval-every", str(10**6),
+                                 "--eval-episodes", "2", "--curve-episodes", "2", "--results", str(tmp_path),
+                                 "--workers", "1", "--threads", "1"],
+                                env=cli_env(minari_root, {"PYTHONFAULTHANDLER": "1"}), cwd=REPO,
+                                stdout=subprocess.DEVNULL, stderr=err_file, start_new_session=True)
     try:
         checkpoints = tmp_path / "checkpoints"
         deadline = time.time() + 120
@@ -159,8 +165,17 @@ def test_stopping_a_sweep_stops_its_workers(minari_root: Path, tmp_path: Path, h
             proc.send_signal(signal.SIGTERM)
         else:
             os.killpg(proc.pid, signal.SIGINT)
-        _, err = proc.communicate(timeout=60)
-        assert proc.returncode != 0 and "Traceback" not in err
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            group = subprocess.run(["ps", "-o", "pid,ppid,stat,etime,args", "-g", str(proc.pid)],
+                                   capture_output=True, text=True).stdout
+            proc.send_signal(signal.SIGABRT)  # faulthandler writes every thread's stack to err_path
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=10)
+            pytest.fail(f"the sweep did not exit within 60 s of the signal\n{group}\n{err_path.read_text()}")
+        err = err_path.read_text()
+        assert proc.returncode != 0 and "Traceback" not in err, err
         deadline = time.time() + 30
         while is_locked(checkpoints, ids[0]) and time.time() < deadline:
             time.sleep(0.1)
@@ -170,6 +185,40 @@ def test_stopping_a_sweep_stops_its_workers(minari_root: Path, tmp_path: Path, h
     finally:  # a failing check must not leave the sweep or its workers training
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
+
+
+def test_ctrl_c_landing_on_another_thread_still_stops_the_sweep(minari_root: Path, tmp_path: Path) -> None:
+    """The kernel hands a process-wide Ctrl-C to any one thread, and Python runs the handler only when the main
+    thread next wakes: a sweep whose main thread waited untimed slept through it until its runs ended."""
+    spec = SweepSpec(algos=["bc"], tasks=["smoke-v0"], seeds=[0], steps=10**7, eval_every=10**6, eval_episodes=2,
+                     curve_episodes=2, results=tmp_path)
+    (rid,) = [s.run_id for s in run_states(spec)]
+    checkpoints = tmp_path / "checkpoints"
+    sent_at: list[float] = []
+    sweep_ended = threading.Event()
+
+    def ctrl_c_on_this_thread() -> None:
+        deadline = time.time() + 120
+        while not is_locked(checkpoints, rid) and time.time() < deadline:
+            time.sleep(0.1)
+        sent_at.append(time.time())
+        signal.pthread_kill(threading.get_ident(), signal.SIGINT)
+        if not sweep_ended.wait(30):  # a sweep that slept through it: end its run so that this test ends
+            with contextlib.suppress(OSError, ValueError):
+                os.kill(int((checkpoints / f"{rid}.lock").read_text()), signal.SIGKILL)
+
+    helper = threading.Thread(target=ctrl_c_on_this_thread, daemon=True)
+    helper.start()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            run_sweep(spec, workers=1, threads=1, out=io.StringIO())
+        reacted_in = time.time() - sent_at[0]
+    finally:
+        sweep_ended.set()
+        helper.join()
+    assert reacted_in < 10, f"the sweep took {reacted_in:.0f} s to act on Ctrl-C"
+    assert not is_locked(checkpoints, rid), "the worker outlived its sweep"
+    assert not (tmp_path / "failed").exists() and not (tmp_path / "runs").exists()
 
 
 def test_bad_sweep_fails_before_anything_runs(minari_root: Path, tmp_path: Path) -> None:
