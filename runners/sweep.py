@@ -300,10 +300,9 @@ def run_sweep(spec: SweepSpec, workers: int | None = None, backend: str = "local
     with _sigterm_as_exit(), cf.ProcessPoolExecutor(max_workers=workers, mp_context=ctx,
                                                     max_tasks_per_child=1) as pool:
         try:
-            futures = {pool.submit(_run_one, req, threads, spec.algo_modules, True): req for req in todo}
+            pending = {pool.submit(_run_one, req, threads, spec.algo_modules, True) for req in todo}
             progress.running = min(workers, len(todo))
             progress.show()
-            pending = set(futures)
             while pending:
                 # a timed wait: the kernel may hand Ctrl-C or SIGTERM to one of the pool's threads, and Python runs
                 # the handler only once the main thread wakes; an untimed wait could sleep through it for good
