@@ -12,6 +12,7 @@ import signal
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -56,6 +57,13 @@ class NanAlgo(Algorithm):
     def act(self, obs, weight=None):
         return np.zeros((len(obs), self.ctx.act_dim), np.float32)
 '''
+
+
+def wait_until(condition: Callable[[], bool], seconds: float, poll: float = 0.1) -> None:
+    """Poll `condition` until it holds or `seconds` pass; the caller asserts what it needs afterwards."""
+    deadline = time.time() + seconds
+    while not condition() and time.time() < deadline:
+        time.sleep(poll)
 
 
 def test_parse_seeds() -> None:
@@ -123,9 +131,7 @@ def test_sigkill_mid_run_resumes_to_the_same_final_score(minari_root: Path, tmp_
     proc = subprocess.Popen([*CLI, *args, "--results", str(tmp_path / "b")], env=cli_env(minari_root), cwd=REPO,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     ckpts = tmp_path / "b" / "checkpoints"
-    deadline = time.time() + 120
-    while not (ckpts.exists() and list(ckpts.glob("*.pt"))) and time.time() < deadline:
-        time.sleep(0.05)
+    wait_until(lambda: ckpts.exists() and bool(list(ckpts.glob("*.pt"))), 120, poll=0.05)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert list(ckpts.glob("*.pt")), "the run should have written a checkpoint before being killed"
@@ -157,9 +163,7 @@ def test_stopping_a_sweep_stops_its_workers(minari_root: Path, tmp_path: Path, h
                                 stdout=subprocess.DEVNULL, stderr=err_file, start_new_session=True)
     try:
         checkpoints = tmp_path / "checkpoints"
-        deadline = time.time() + 120
-        while not is_locked(checkpoints, ids[0]) and time.time() < deadline:
-            time.sleep(0.1)
+        wait_until(lambda: is_locked(checkpoints, ids[0]), 120)
         assert is_locked(checkpoints, ids[0]), "the worker should be training seed 0"
         if how == "sigterm to the sweep":
             proc.send_signal(signal.SIGTERM)
@@ -176,9 +180,7 @@ def test_stopping_a_sweep_stops_its_workers(minari_root: Path, tmp_path: Path, h
             pytest.fail(f"the sweep did not exit within 60 s of the signal\n{group}\n{err_path.read_text()}")
         err = err_path.read_text()
         assert proc.returncode != 0 and "Traceback" not in err, err
-        deadline = time.time() + 30
-        while is_locked(checkpoints, ids[0]) and time.time() < deadline:
-            time.sleep(0.1)
+        wait_until(lambda: not is_locked(checkpoints, ids[0]), 30)
         assert not is_locked(checkpoints, ids[0]), "the worker outlived its sweep"
         assert not is_locked(checkpoints, ids[1]), "a queued run started after the sweep was stopped"
         assert not (tmp_path / "failed").exists() and not (tmp_path / "runs").exists()
@@ -198,9 +200,7 @@ def test_ctrl_c_landing_on_another_thread_still_stops_the_sweep(minari_root: Pat
     sweep_ended = threading.Event()
 
     def ctrl_c_on_this_thread() -> None:
-        deadline = time.time() + 120
-        while not is_locked(checkpoints, rid) and time.time() < deadline and not sweep_ended.is_set():
-            time.sleep(0.1)
+        wait_until(lambda: is_locked(checkpoints, rid) or sweep_ended.is_set(), 120)
         if sweep_ended.is_set():  # the sweep ended on its own (a failed run): a late Ctrl-C would stop pytest
             return
         sent_at.append(time.time())
