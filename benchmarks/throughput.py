@@ -10,7 +10,9 @@ Both libraries train on the same synthetic 1M-transition dataset (HalfCheetah sh
 6-d actions), batch 256, state normalization on, sampling included in every update, each algorithm with
 ctrlbench's default networks on both sides: 2x256 MLPs, 3x256 for CQL (CORL's), whose peer is d3rlpy's CQL with
 the same 10 sampled actions per proposal and a fixed conservative weight. The peer is
-d3rlpy (`pip install d3rlpy`; its gymnasium pin can be skipped with `--no-deps`). The evaluation part
+d3rlpy 2.8.1. It pins gymnasium 1.0, so install it beside ctrlbench without its pins and add the rest of its needs:
+  pip install --no-deps d3rlpy==2.8.1 && pip install gym click colorama dataclasses-json h5py scikit-learn structlog
+When it cannot be imported, the ratio column says why (e.g. `No module named 'gym'`). The evaluation part
 compares the batched, seeded evaluator with a plain one-environment loop on HalfCheetah-v5.
 With prdc in --algos it also prints the cost of a PRDC update relative to a TD3+BC update. `--dataset ID` trains
 on a built Minari dataset (e.g. ctrlbench/hopper/medium-v0) instead: PRDC's k-d tree search costs far less on real
@@ -133,11 +135,20 @@ def episode_ends(data: TransitionData) -> np.ndarray:
     return (last & (data.terminals == 0)).astype(np.float32)
 
 
-def d3rlpy_rate(name: str, data: TransitionData, updates: int, warmup: int, device: str) -> float | None:
+def d3rlpy_missing() -> str | None:
+    """Why the peer cannot be imported (e.g. d3rlpy installed with --no-deps lacks `gym`), or None."""
     try:
-        import d3rlpy
-    except ImportError:
+        import d3rlpy  # noqa: F401
+    except ImportError as err:
+        return str(err)
+    return None
+
+
+def d3rlpy_rate(name: str, data: TransitionData, updates: int, warmup: int, device: str) -> float | None:
+    """The peer's updates/s, or None where it is not installed or has no counterpart of `name`."""
+    if d3rlpy_missing():
         return None
+    import d3rlpy
     dataset = d3rlpy.dataset.MDPDataset(observations=data.observations, actions=data.actions,
                                         rewards=data.rewards, terminals=data.terminals,
                                         timeouts=episode_ends(data))
@@ -213,10 +224,11 @@ def main() -> None:
     print(f"# {platform.processor() or platform.machine()}, torch {torch.__version__}, {torch.get_num_threads()} "
           f"threads, device {args.device}, {args.dataset or 'synthetic'}: {len(data)} transitions, batch {BATCH}")
     rates: dict[str, float] = {}
+    missing = d3rlpy_missing()
     for name in args.algos.split(","):
         ours = rates[name] = ctrlbench_rate(name, data, args.updates, args.warmup, args.device)
         peer = d3rlpy_rate(name, data, args.updates, args.warmup, args.device)
-        ratio = f"{ours / peer:.2f}x" if peer else "n/a (no d3rlpy peer measured)"
+        ratio = f"{ours / peer:.2f}x" if peer else f"n/a (no d3rlpy peer: {missing or 'no counterpart'})"
         peer_text = f"{peer:.1f}" if peer else "-"
         print(f"{name:8s} ctrlbench {ours:8.1f} updates/s   d3rlpy {peer_text:>8s} updates/s   ratio {ratio}")
     if args.roofline:

@@ -29,3 +29,9 @@ def test_benchmark_prints_rates_and_the_prdc_ratio() -> None:
     assert res.returncode == 0, res.stderr
     assert "synthetic: 3000 transitions" in res.stdout
     assert "td3_bc   ctrlbench" in res.stdout and "prdc     one update costs" in res.stdout
+
+
+def test_a_peer_that_cannot_be_imported_is_named_with_its_reason(monkeypatch) -> None:
+    monkeypatch.setitem(sys.modules, "d3rlpy", None)  # import of d3rlpy now raises ImportError
+    assert "d3rlpy" in throughput.d3rlpy_missing()
+    assert throughput.d3rlpy_rate("td3_bc", throughput.synthetic(3000), 1, 0, "cpu") is None
