@@ -24,15 +24,27 @@ def records(results: Path) -> list[dict]:
 
 
 EXTRA = {"spot": ("--vae-steps", "10")}  # reach the TD3 phase inside the tiny budget
+GRAPHS_REFUSED = {"spot"}  # its VAE phase then TD3 phase break a fixed replay period (README)
+ON_GPU = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
+DEVICES = [pytest.param(("--device", "cpu"), id="cpu"),
+           pytest.param(("--device", "cuda"), id="cuda", marks=ON_GPU),
+           pytest.param(("--device", "cuda", "--cuda-graphs"), id="cuda-graphs", marks=ON_GPU)]
 
 
 @pytest.mark.parametrize("algo", sorted(available()))
-def test_tiny_run_writes_one_complete_record(algo: str, minari_root: Path, tmp_path: Path) -> None:
-    res = run_cli("run", "--algo", algo, "--task", "smoke-v0", "--seed", "1", *TINY, *EXTRA.get(algo, ()),
+@pytest.mark.parametrize("device", DEVICES)
+def test_tiny_run_writes_one_complete_record(algo: str, device: tuple[str, ...], minari_root: Path,
+                                             tmp_path: Path) -> None:
+    """Every registered algorithm runs from the same file on CPU, on a GPU, and (where it opts in) from replayed
+    CUDA graphs; the record names the device it ran on."""
+    if "--cuda-graphs" in device and algo in GRAPHS_REFUSED:
+        pytest.skip(f"{algo} refuses --cuda-graphs by design")
+    res = run_cli("run", "--algo", algo, "--task", "smoke-v0", "--seed", "1", *TINY, *EXTRA.get(algo, ()), *device,
                   "--results", str(tmp_path), minari=minari_root)
     assert res.returncode == 0, res.stderr
     (record,) = records(tmp_path)
     assert set(record) >= RECORD_FIELDS
+    assert record["device"].split(":")[0] == device[1]
     assert record["algorithm"] == algo and record["seed"] == 1 and record["protocol"]["steps"] == 40
     assert [p["step"] for p in record["curve"]] == [20]
     assert len(record["final"]["returns"]) == 3
@@ -41,27 +53,6 @@ def test_tiny_run_writes_one_complete_record(algo: str, minari_root: Path, tmp_p
     assert record["final"]["score_mean"] == pytest.approx(expected)
     assert record["best"]["score_mean"] >= record["final"]["score_mean"]
     assert not list((tmp_path / "checkpoints").glob("*")), "a finished run leaves no checkpoint"
-
-
-GRAPHS_REFUSED = {"spot"}  # its VAE phase then TD3 phase break a fixed replay period (README)
-
-
-@pytest.mark.gpu
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
-@pytest.mark.parametrize("algo", sorted(available()))
-@pytest.mark.parametrize("graphs", [False, True], ids=["eager", "cuda-graphs"])
-def test_tiny_run_on_cuda_writes_a_finite_record(algo: str, graphs: bool, minari_root: Path, tmp_path: Path) -> None:
-    """Every registered algorithm trains and evaluates on the GPU from the same file, eagerly and, where it opts in,
-    from replayed CUDA graphs; the record names the GPU it ran on."""
-    if graphs and algo in GRAPHS_REFUSED:
-        pytest.skip(f"{algo} refuses --cuda-graphs by design")
-    res = run_cli("run", "--algo", algo, "--task", "smoke-v0", "--seed", "1", *TINY, *EXTRA.get(algo, ()),
-                  "--device", "cuda", *(("--cuda-graphs",) if graphs else ()), "--results", str(tmp_path),
-                  minari=minari_root)
-    assert res.returncode == 0, res.stderr
-    (record,) = records(tmp_path)
-    assert record["device"].startswith("cuda:") and record["protocol"]["steps"] == 40
-    assert np.isfinite(record["final"]["score_mean"]) and len(record["final"]["returns"]) == 3
 
 
 def test_run_then_leaderboard_then_rerun_skips(minari_root: Path, tmp_path: Path) -> None:
