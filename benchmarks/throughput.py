@@ -20,6 +20,8 @@ data, whose points lie near a low-dimensional set, than on the synthetic Gaussia
 updates have brought pi(s) near the data. `--cuda-graphs`
 adds ctrlbench's CUDA-graph replay (algorithms/core/graphs.py) next to its eager loop. `--parallel K` also starts K
 TD3+BC runs at once, each in its own process on the same device, and prints their summed updates/s.
+`--roofline` sets each rate beside two limits measured in the same run: the machine's large dense matmul rate,
+and the rate of the update's own matmuls alone (recorded from real updates, replayed with nothing between them).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ import time
 import gymnasium as gym
 import numpy as np
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from algorithms.core.contract import AlgoContext
 from algorithms.core.data import TransitionData
@@ -97,6 +100,57 @@ def flops_per_update(name: str, device: str) -> float:
         algo.update()
         algo.update()
     return counter.get_total_flops() / 2
+
+
+MATMULS = (torch.ops.aten.mm.default, torch.ops.aten.addmm.default, torch.ops.aten.bmm.default,
+           torch.ops.aten.baddbmm.default)
+
+
+class MatmulRecorder(TorchDispatchMode):
+    """Records every matmul kernel call that reaches the dispatcher, backward ones included: (op, argument
+    layouts as (shape, stride), or the value itself for non-tensors, keyword arguments)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[tuple] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func in MATMULS:
+            self.calls.append((func, [(a.shape, a.stride()) if isinstance(a, torch.Tensor) else a for a in args],
+                               kwargs or {}))
+        return func(*args, **(kwargs or {}))
+
+
+def strided_randn(shape: torch.Size, stride: tuple[int, ...], device: str) -> torch.Tensor:
+    """A tensor of this exact layout (transposed and broadcast views included) over random storage."""
+    storage = 1 + sum((n - 1) * st for n, st in zip(shape, stride, strict=True))
+    return torch.randn(storage, device=device).as_strided(shape, stride)
+
+
+def matmul_calls(name: str, device: str) -> list[tuple]:
+    """The matmuls of two updates of `name` (one TD3 actor period), as `MatmulRecorder` lists them."""
+    cls = get_algorithm(name)
+    algo = cls(cls.Config(), context(synthetic(10_000), device))
+    algo.update()
+    algo.update()
+    with MatmulRecorder() as recorder:
+        algo.update()
+        algo.update()
+    return recorder.calls
+
+
+def matmul_only_rate(name: str, updates: int, warmup: int, device: str) -> float:
+    """Updates/s of an update reduced to its matmuls: the very calls two real updates make (same kernels,
+    shapes and strides), replayed back to back with nothing else. No loop that keeps fp32 and these kernels
+    can run faster, whatever it does about everything else (Python, autograd, elementwise ops, Adam)."""
+    calls = [(op, [strided_randn(*a, device) if isinstance(a, tuple) else a for a in args], kw)
+             for op, args, kw in matmul_calls(name, device)]
+
+    def two_updates() -> None:
+        for op, args, kw in calls:
+            op(*args, **kw)
+
+    return 2 * time_loop(two_updates, max(1, updates // 2), max(1, warmup // 2), device)
 
 
 def gemm_flops_per_s(device: str, n: int = 2048, reps: int = 20) -> float:
@@ -216,7 +270,8 @@ def main() -> None:
     parser.add_argument("--cuda-graphs", action="store_true", help="also time ctrlbench with CUDA-graph replay")
     parser.add_argument("--parallel", type=int, default=0, help="also time this many TD3+BC runs at once")
     parser.add_argument("--roofline", action="store_true",
-                        help="also print each rate as GFLOP/s next to the machine's dense matmul GFLOP/s")
+                        help="also print each rate as GFLOP/s next to the machine's dense matmul GFLOP/s, and the "
+                             "rate of each update's matmuls alone (the ceiling of any loop using these kernels)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -224,10 +279,11 @@ def main() -> None:
     print(f"# {platform.processor() or platform.machine()}, torch {torch.__version__}, {torch.get_num_threads()} "
           f"threads, device {args.device}, {args.dataset or 'synthetic'}: {len(data)} transitions, batch {BATCH}")
     rates: dict[str, float] = {}
+    peers: dict[str, float | None] = {}
     missing = d3rlpy_missing()
     for name in args.algos.split(","):
         ours = rates[name] = ctrlbench_rate(name, data, args.updates, args.warmup, args.device)
-        peer = d3rlpy_rate(name, data, args.updates, args.warmup, args.device)
+        peer = peers[name] = d3rlpy_rate(name, data, args.updates, args.warmup, args.device)
         ratio = f"{ours / peer:.2f}x" if peer else f"n/a (no d3rlpy peer: {missing or 'no counterpart'})"
         peer_text = f"{peer:.1f}" if peer else "-"
         print(f"{name:8s} ctrlbench {ours:8.1f} updates/s   d3rlpy {peer_text:>8s} updates/s   ratio {ratio}")
@@ -238,6 +294,10 @@ def main() -> None:
             flops = flops_per_update(name, args.device)
             print(f"{name:8s} {flops / 1e6:6.1f} MFLOP/update: ctrlbench {ours * flops / 1e9:6.1f} GFLOP/s "
                   f"({ours * flops / peak:.0%} of the matmul rate)")
+            ceiling = matmul_only_rate(name, args.updates, args.warmup, args.device)
+            vs_peer = f", {ceiling / peers[name]:.2f}x d3rlpy" if peers.get(name) else ""
+            print(f"{name:8s} its matmuls alone {ceiling:8.1f} updates/s{vs_peer}: ctrlbench runs at "
+                  f"{ours / ceiling:.0%} of that")
     if args.cuda_graphs:
         for name in ("bc", "td3_bc", "iql"):
             graphed = ctrlbench_rate(name, data, args.updates, args.warmup, args.device, cuda_graphs=True)
