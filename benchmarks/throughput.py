@@ -90,12 +90,17 @@ def ctrlbench_rate(name: str, data: TransitionData, updates: int, warmup: int, d
     return chunk * time_loop(lambda: runner.run(chunk), max(1, updates // chunk), 1, device)
 
 
-def flops_per_update(name: str, device: str) -> float:
+def small_algorithm(name: str, device: str, data: TransitionData | None = None):
+    """`name` with its defaults on `data` (default: 10k synthetic transitions; only PRDC's search grows with size)."""
+    cls = get_algorithm(name)
+    return cls(cls.Config(), context(synthetic(10_000) if data is None else data, device))
+
+
+def flops_per_update(name: str, device: str, data: TransitionData | None = None) -> float:
     """Floating-point operations of one update (averaged over two: TD3's actor steps every other one)."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    cls = get_algorithm(name)
-    algo = cls(cls.Config(), context(synthetic(10_000), device))
+    algo = small_algorithm(name, device, data)
     with FlopCounterMode(display=False) as counter:
         algo.update()
         algo.update()
@@ -127,10 +132,9 @@ def strided_randn(shape: torch.Size, stride: tuple[int, ...], device: str) -> to
     return torch.randn(storage, device=device).as_strided(shape, stride)
 
 
-def matmul_calls(name: str, device: str) -> list[tuple]:
+def matmul_calls(name: str, device: str, data: TransitionData | None = None) -> list[tuple]:
     """The matmuls of two updates of `name` (one TD3 actor period), as `MatmulRecorder` lists them."""
-    cls = get_algorithm(name)
-    algo = cls(cls.Config(), context(synthetic(10_000), device))
+    algo = small_algorithm(name, device, data)
     algo.update()
     algo.update()
     with MatmulRecorder() as recorder:
@@ -139,12 +143,13 @@ def matmul_calls(name: str, device: str) -> list[tuple]:
     return recorder.calls
 
 
-def matmul_only_rate(name: str, updates: int, warmup: int, device: str) -> float:
+def matmul_only_rate(name: str, updates: int, warmup: int, device: str, data: TransitionData | None = None
+                     ) -> float:
     """Updates/s of an update reduced to its matmuls: the very calls two real updates make (same kernels,
     shapes and strides), replayed back to back with nothing else. No loop that keeps fp32 and these kernels
     can run faster, whatever it does about everything else (Python, autograd, elementwise ops, Adam)."""
     calls = [(op, [strided_randn(*a, device) if isinstance(a, tuple) else a for a in args], kw)
-             for op, args, kw in matmul_calls(name, device)]
+             for op, args, kw in matmul_calls(name, device, data)]
 
     def two_updates() -> None:
         for op, args, kw in calls:
@@ -291,10 +296,10 @@ def main() -> None:
         peak = gemm_flops_per_s(args.device)
         print(f"roofline dense fp32 matmul (2048^3) {peak / 1e9:8.1f} GFLOP/s on this device and thread count")
         for name, ours in rates.items():
-            flops = flops_per_update(name, args.device)
+            flops = flops_per_update(name, args.device, data)
             print(f"{name:8s} {flops / 1e6:6.1f} MFLOP/update: ctrlbench {ours * flops / 1e9:6.1f} GFLOP/s "
                   f"({ours * flops / peak:.0%} of the matmul rate)")
-            ceiling = matmul_only_rate(name, args.updates, args.warmup, args.device)
+            ceiling = matmul_only_rate(name, args.updates, args.warmup, args.device, data)
             vs_peer = f", {ceiling / peers[name]:.2f}x d3rlpy" if peers.get(name) else ""
             print(f"{name:8s} its matmuls alone {ceiling:8.1f} updates/s{vs_peer}: ctrlbench runs at "
                   f"{ours / ceiling:.0%} of that")
