@@ -36,7 +36,7 @@ import numpy as np
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from algorithms.core.contract import AlgoContext
+from algorithms.core.contract import AlgoContext, Algorithm
 from algorithms.core.data import TransitionData
 from algorithms.core.graphs import updater
 from algorithms.core.registry import get_algorithm
@@ -90,7 +90,7 @@ def ctrlbench_rate(name: str, data: TransitionData, updates: int, warmup: int, d
     return chunk * time_loop(lambda: runner.run(chunk), max(1, updates // chunk), 1, device)
 
 
-def small_algorithm(name: str, device: str, data: TransitionData | None = None):
+def fresh_algorithm(name: str, device: str, data: TransitionData | None = None) -> Algorithm:
     """`name` with its defaults on `data` (default: 10k synthetic transitions; only PRDC's search grows with size)."""
     cls = get_algorithm(name)
     return cls(cls.Config(), context(synthetic(10_000) if data is None else data, device))
@@ -100,7 +100,7 @@ def flops_per_update(name: str, device: str, data: TransitionData | None = None)
     """Floating-point operations of one update (averaged over two: TD3's actor steps every other one)."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    algo = small_algorithm(name, device, data)
+    algo = fresh_algorithm(name, device, data)
     with FlopCounterMode(display=False) as counter:
         algo.update()
         algo.update()
@@ -134,7 +134,7 @@ def strided_randn(shape: torch.Size, stride: tuple[int, ...], device: str) -> to
 
 def matmul_calls(name: str, device: str, data: TransitionData | None = None) -> list[tuple]:
     """The matmuls of two updates of `name` (one TD3 actor period), as `MatmulRecorder` lists them."""
-    algo = small_algorithm(name, device, data)
+    algo = fresh_algorithm(name, device, data)
     algo.update()
     algo.update()
     with MatmulRecorder() as recorder:
