@@ -144,6 +144,20 @@ def test_sigkill_mid_run_resumes_to_the_same_final_score(minari_root: Path, tmp_
     assert b["final"]["score_mean"] == a["final"]["score_mean"]
 
 
+def _ctrl_c_as_at_a_terminal() -> None:
+    """SIGINT handled by default, whatever was inherited: a shell without job control starts its `&` jobs with
+    SIGINT ignored, and Python then installs no KeyboardInterrupt handler, so the Ctrl-C tests need it set."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+@pytest.fixture
+def ctrl_c_live():
+    """This process turns SIGINT into KeyboardInterrupt for the test, as an interactive one does."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
 @pytest.mark.parametrize("how", ["sigterm to the sweep", "ctrl-c to its process group"])
 def test_stopping_a_sweep_stops_its_workers(minari_root: Path, tmp_path: Path, how: str) -> None:
     """A killed sweep leaves no worker training on unseen (and holding its run's lock); nothing is recorded as
@@ -160,7 +174,8 @@ def test_stopping_a_sweep_stops_its_workers(minari_root: Path, tmp_path: Path, h
                                  "--eval-episodes", "2", "--curve-episodes", "2", "--results", str(tmp_path),
                                  "--workers", "1", "--threads", "1"],
                                 env=cli_env(minari_root, {"PYTHONFAULTHANDLER": "1"}), cwd=REPO,
-                                stdout=subprocess.DEVNULL, stderr=err_file, start_new_session=True)
+                                stdout=subprocess.DEVNULL, stderr=err_file, start_new_session=True,
+                                preexec_fn=_ctrl_c_as_at_a_terminal)
     try:
         checkpoints = tmp_path / "checkpoints"
         wait_until(lambda: is_locked(checkpoints, ids[0]), 120)
@@ -189,7 +204,8 @@ def test_stopping_a_sweep_stops_its_workers(minari_root: Path, tmp_path: Path, h
             os.killpg(proc.pid, signal.SIGKILL)
 
 
-def test_ctrl_c_landing_on_another_thread_still_stops_the_sweep(minari_root: Path, tmp_path: Path) -> None:
+def test_ctrl_c_landing_on_another_thread_still_stops_the_sweep(minari_root: Path, tmp_path: Path,
+                                                               ctrl_c_live: None) -> None:
     """The kernel hands a process-wide Ctrl-C to any one thread, and Python runs the handler only when the main
     thread next wakes: a sweep whose main thread waited untimed slept through it until its runs ended."""
     spec = SweepSpec(algos=["bc"], tasks=["smoke-v0"], seeds=[0], steps=10**7, eval_every=10**6, eval_episodes=2,
