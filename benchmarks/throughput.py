@@ -36,7 +36,7 @@ import numpy as np
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from algorithms.core.contract import AlgoContext, Algorithm
+from algorithms.core.contract import AlgoContext
 from algorithms.core.data import TransitionData
 from algorithms.core.graphs import updater
 from algorithms.core.registry import get_algorithm
@@ -90,23 +90,6 @@ def ctrlbench_rate(name: str, data: TransitionData, updates: int, warmup: int, d
     return chunk * time_loop(lambda: runner.run(chunk), max(1, updates // chunk), 1, device)
 
 
-def fresh_algorithm(name: str, device: str, data: TransitionData | None = None) -> Algorithm:
-    """`name` with its defaults on `data` (default: 10k synthetic transitions; only PRDC's search grows with size)."""
-    cls = get_algorithm(name)
-    return cls(cls.Config(), context(synthetic(10_000) if data is None else data, device))
-
-
-def flops_per_update(name: str, device: str, data: TransitionData | None = None) -> float:
-    """Floating-point operations of one update (averaged over two: TD3's actor steps every other one)."""
-    from torch.utils.flop_counter import FlopCounterMode
-
-    algo = fresh_algorithm(name, device, data)
-    with FlopCounterMode(display=False) as counter:
-        algo.update()
-        algo.update()
-    return counter.get_total_flops() / 2
-
-
 MATMULS = (torch.ops.aten.mm.default, torch.ops.aten.addmm.default, torch.ops.aten.bmm.default,
            torch.ops.aten.baddbmm.default)
 
@@ -126,33 +109,37 @@ class MatmulRecorder(TorchDispatchMode):
         return func(*args, **(kwargs or {}))
 
 
+def update_profile(name: str, device: str, data: TransitionData | None = None) -> tuple[float, list[tuple]]:
+    """(FLOPs of one update, the matmul calls of two), both from the same two updates of `name` with its defaults
+    (two: TD3's actor steps every other one) on `data` (default: 10k synthetic transitions; only PRDC's device
+    search grows with the dataset)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    cls = get_algorithm(name)
+    algo = cls(cls.Config(), context(synthetic(10_000) if data is None else data, device))
+    algo.update()  # warm-up: first-call work (lazy state, allocator) stays out of the recording
+    algo.update()
+    with FlopCounterMode(display=False) as counter, MatmulRecorder() as recorder:
+        algo.update()
+        algo.update()
+    return counter.get_total_flops() / 2, recorder.calls
+
+
 def strided_randn(shape: torch.Size, stride: tuple[int, ...], device: str) -> torch.Tensor:
     """A tensor of this exact layout (transposed and broadcast views included) over random storage."""
     storage = 1 + sum((n - 1) * st for n, st in zip(shape, stride, strict=True))
     return torch.randn(storage, device=device).as_strided(shape, stride)
 
 
-def matmul_calls(name: str, device: str, data: TransitionData | None = None) -> list[tuple]:
-    """The matmuls of two updates of `name` (one TD3 actor period), as `MatmulRecorder` lists them."""
-    algo = fresh_algorithm(name, device, data)
-    algo.update()
-    algo.update()
-    with MatmulRecorder() as recorder:
-        algo.update()
-        algo.update()
-    return recorder.calls
-
-
-def matmul_only_rate(name: str, updates: int, warmup: int, device: str, data: TransitionData | None = None
-                     ) -> float:
-    """Updates/s of an update reduced to its matmuls: the very calls two real updates make (same kernels,
-    shapes and strides), replayed back to back with nothing else. No loop that keeps fp32 and these kernels
-    can run faster, whatever it does about everything else (Python, autograd, elementwise ops, Adam)."""
-    calls = [(op, [strided_randn(*a, device) if isinstance(a, tuple) else a for a in args], kw)
-             for op, args, kw in matmul_calls(name, device, data)]
+def matmul_only_rate(calls: list[tuple], updates: int, warmup: int, device: str) -> float:
+    """Updates/s of an update reduced to its matmuls: the very calls two real updates made (`update_profile`: same
+    kernels, shapes and strides), replayed back to back with nothing else. No loop that keeps fp32 and these
+    kernels can run faster, whatever it does about everything else (Python, autograd, elementwise ops, Adam)."""
+    replay = [(op, [strided_randn(*a, device) if isinstance(a, tuple) else a for a in args], kw)
+              for op, args, kw in calls]
 
     def two_updates() -> None:
-        for op, args, kw in calls:
+        for op, args, kw in replay:
             op(*args, **kw)
 
     return 2 * time_loop(two_updates, max(1, updates // 2), max(1, warmup // 2), device)
@@ -296,10 +283,10 @@ def main() -> None:
         peak = gemm_flops_per_s(args.device)
         print(f"roofline dense fp32 matmul (2048^3) {peak / 1e9:8.1f} GFLOP/s on this device and thread count")
         for name, ours in rates.items():
-            flops = flops_per_update(name, args.device, data)
+            flops, calls = update_profile(name, args.device, data)
             print(f"{name:8s} {flops / 1e6:6.1f} MFLOP/update: ctrlbench {ours * flops / 1e9:6.1f} GFLOP/s "
                   f"({ours * flops / peak:.0%} of the matmul rate)")
-            ceiling = matmul_only_rate(name, args.updates, args.warmup, args.device, data)
+            ceiling = matmul_only_rate(calls, args.updates, args.warmup, args.device)
             vs_peer = f", {ceiling / peers[name]:.2f}x d3rlpy" if peers.get(name) else ""
             print(f"{name:8s} its matmuls alone {ceiling:8.1f} updates/s{vs_peer}: ctrlbench runs at "
                   f"{ours / ceiling:.0%} of that")

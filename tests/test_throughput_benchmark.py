@@ -40,12 +40,12 @@ def test_a_peer_that_cannot_be_imported_is_named_with_its_reason(monkeypatch) ->
 def test_the_matmul_recorder_sees_every_matmul_flop_of_an_update_backward_included() -> None:
     """The matmul-only ceiling replays what the recorder saw: if it missed the backward pass's matmuls (or any
     other), its FLOPs would fall short of torch's own count for the same two updates."""
-    calls = throughput.matmul_calls("td3_bc", "cpu")
+    counted, calls = throughput.update_profile("td3_bc", "cpu")
     flops = 0
     for _, args, _ in calls:
         (a_shape, _), (b_shape, _) = [a for a in args if isinstance(a, tuple)][-2:]
         flops += 2 * a_shape.numel() * b_shape[-1]
-    assert flops / 2 == throughput.flops_per_update("td3_bc", "cpu")
+    assert counted > 0 and flops / 2 == counted
     transposed = [shape for _, args, _ in calls for shape, stride in [a for a in args if isinstance(a, tuple)]
                   if shape[-1] > 1 and stride[-1] != 1]
     assert transposed  # the backward pass's x^T g and g W^T, kept as the strided views the kernels get
@@ -54,4 +54,4 @@ def test_the_matmul_recorder_sees_every_matmul_flop_of_an_update_backward_includ
 def test_strided_randn_has_the_exact_layout_asked_for() -> None:
     x = throughput.strided_randn((2, 23, 256), (0, 1, 23), "cpu")  # a broadcast, transposed view
     assert x.shape == (2, 23, 256) and x.stride() == (0, 1, 23)
-    assert throughput.matmul_only_rate("bc", 2, 1, "cpu") > 0
+    assert throughput.matmul_only_rate(throughput.update_profile("bc", "cpu")[1], 2, 1, "cpu") > 0
