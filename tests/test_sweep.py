@@ -144,22 +144,18 @@ def test_sigkill_mid_run_resumes_to_the_same_final_score(minari_root: Path, tmp_
     assert b["final"]["score_mean"] == a["final"]["score_mean"]
 
 
-def _ctrl_c_as_at_a_terminal() -> None:
-    """SIGINT handled by default, whatever was inherited: a shell without job control starts its `&` jobs with
-    SIGINT ignored, and Python then installs no KeyboardInterrupt handler, so the Ctrl-C tests need it set."""
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-
-
 @pytest.fixture
 def ctrl_c_live():
-    """This process turns SIGINT into KeyboardInterrupt for the test, as an interactive one does."""
+    """SIGINT raises KeyboardInterrupt here, and a child process starts with it handled by default, as at a
+    terminal. A shell without job control starts its `&` jobs with SIGINT ignored, children inherit that, and
+    Python then installs no KeyboardInterrupt handler; a handled signal, unlike an ignored one, resets on exec."""
     previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     yield
     signal.signal(signal.SIGINT, previous)
 
 
 @pytest.mark.parametrize("how", ["sigterm to the sweep", "ctrl-c to its process group"])
-def test_stopping_a_sweep_stops_its_workers(minari_root: Path, tmp_path: Path, how: str) -> None:
+def test_stopping_a_sweep_stops_its_workers(minari_root: Path, tmp_path: Path, how: str, ctrl_c_live: None) -> None:
     """A killed sweep leaves no worker training on unseen (and holding its run's lock); nothing is recorded as
     failed, and the run stays resumable from its checkpoint."""
     spec = SweepSpec(algos=["bc"], tasks=["smoke-v0"], seeds=[0, 1], steps=10**7, eval_every=10**6,
@@ -174,8 +170,7 @@ def test_stopping_a_sweep_stops_its_workers(minari_root: Path, tmp_path: Path, h
                                  "--eval-episodes", "2", "--curve-episodes", "2", "--results", str(tmp_path),
                                  "--workers", "1", "--threads", "1"],
                                 env=cli_env(minari_root, {"PYTHONFAULTHANDLER": "1"}), cwd=REPO,
-                                stdout=subprocess.DEVNULL, stderr=err_file, start_new_session=True,
-                                preexec_fn=_ctrl_c_as_at_a_terminal)
+                                stdout=subprocess.DEVNULL, stderr=err_file, start_new_session=True)
     try:
         checkpoints = tmp_path / "checkpoints"
         wait_until(lambda: is_locked(checkpoints, ids[0]), 120)
