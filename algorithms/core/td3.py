@@ -20,7 +20,7 @@ import torch
 from algorithms.core.config import require
 from algorithms.core.contract import AlgoContext, Algorithm
 from algorithms.core.data import Batch, offline_sampler
-from algorithms.core.nets import DeterministicActor, EnsembleQ, adam, frozen, soft_update
+from algorithms.core.nets import DeterministicActor, EnsembleQ, Polyak, adam, frozen
 
 
 @dataclass
@@ -85,6 +85,8 @@ class TD3Core:
         self.critic = EnsembleQ(ctx.obs_dim, ctx.act_dim, critic_hidden, n=2).to(ctx.device)
         self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
         self.critic_optimizer = adam(self.critic.parameters(), lr=cfg.critic_lr)
+        self.critic_params = list(self.critic.parameters())  # built once: walking modules costs per update
+        self.update_targets = Polyak([(self.critic_target, self.critic), (self.actor_target, self.actor)], cfg.tau)
 
     def critic_step(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """One TD3 critic update; returns (loss, the target action a' used, the TD target y)."""
@@ -92,18 +94,16 @@ class TD3Core:
             next_action = smoothed_target_action(self.actor_target, batch.next_observations, self.max_action,
                                                  self.cfg.policy_noise, self.cfg.noise_clip)
         target = td_target(self.critic_target, batch, next_action, self.cfg.discount)
-        loss = critic_loss(self.critic, batch, target)
-        self.critic_optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        loss = self.critic.mse_backward(batch.observations, batch.actions, target)  # = critic_loss, its grads set
         self.critic_optimizer.step()
-        return loss.detach(), next_action, target
+        return loss, next_action, target
 
     def actor_step(self, loss_fn: Callable[[], tuple[torch.Tensor, dict[str, torch.Tensor]]],
                    *also_frozen: torch.nn.Module) -> dict[str, torch.Tensor]:
         """One delayed actor update and the Polyak step of every target. The critic (and `also_frozen`, e.g. a
         behavior VAE) get no parameter gradients: the loss only needs gradients through them into the actor."""
         with contextlib.ExitStack() as stack:
-            for module in (self.critic, *also_frozen):
+            for module in (self.critic_params, *also_frozen):
                 stack.enter_context(frozen(module))
             loss, metrics = loss_fn()
             self.actor_optimizer.zero_grad(set_to_none=True)
@@ -111,10 +111,6 @@ class TD3Core:
         self.actor_optimizer.step()
         self.update_targets()
         return {"actor_loss": loss.detach(), **metrics}
-
-    def update_targets(self) -> None:
-        soft_update(self.critic_target, self.critic, self.cfg.tau)
-        soft_update(self.actor_target, self.actor, self.cfg.tau)
 
     def _parts(self) -> dict[str, Any]:
         return {"actor": self.actor, "actor_target": self.actor_target, "actor_optimizer": self.actor_optimizer,

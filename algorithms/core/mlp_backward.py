@@ -1,0 +1,134 @@
+"""ReLU MLPs as one autograd node each, with the backward pass written out layer by layer.
+
+Why: at the suite's sizes (256-wide layers, batch 256), autograd on CPU records and replays one node per op, and
+each bias add and ReLU is its own pass with its own allocation. Measured on the 2-core development machine, that
+bookkeeping cost about as much as the matmuls of a TD3+BC update (`benchmarks/throughput.py --roofline`). Here
+the matmuls are the ones autograd would run, on the same operands, so the gradients are autograd's
+(tests/test_mlp_backward.py compares every parameter's); only the bookkeeping goes.
+
+A network is a list of (weight, bias) layers with ReLU between them and an optional tanh after the last. Three
+weight layouts cover the suite's networks:
+  "linear":   nn.Linear's (out, in) weight, bias (out,);   y = b + x W^T
+  "in_out":   one ensemble member's (in, out) weight, bias (out,);   y = b + x W
+  "ensemble": a VectorizedLinear's (n, in, out) weight, bias (n, 1, out), x (n, B, in);   y = b + x W (batched)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+_threshold_backward = torch.ops.aten.threshold_backward
+_tanh_backward = torch.ops.aten.tanh_backward
+
+
+def _affine(layout: str, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    if layout == "linear":
+        return torch.addmm(b, x, w.t())
+    if layout == "in_out":
+        return torch.addmm(b, x, w)
+    return torch.baddbmm(b, x, w)
+
+
+def _grad_input(layout: str, g: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    if layout == "linear":
+        return g.mm(w)
+    if layout == "in_out":
+        return g.mm(w.t())
+    return g.bmm(w.transpose(1, 2))
+
+
+def _grad_weight(layout: str, x: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+    if layout == "linear":
+        return g.t().mm(x)
+    if layout == "in_out":
+        return x.t().mm(g)
+    return x.transpose(1, 2).bmm(g)
+
+
+def _grad_bias(layout: str, g: torch.Tensor) -> torch.Tensor:
+    return g.sum(1, keepdim=True) if layout == "ensemble" else g.sum(0)
+
+
+def _forward(layout: str, tanh_out: bool, x: torch.Tensor, params: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+    """Every layer's output, after its activation: [h_1, ..., h_L]. ReLU and tanh run in place on the fresh
+    matmul output (one pass, no extra tensor)."""
+    n_layers = len(params) // 2
+    outs, h = [], x
+    for i in range(n_layers):
+        h = _affine(layout, h, params[2 * i], params[2 * i + 1])
+        if i < n_layers - 1:
+            h = h.relu_()
+        elif tanh_out:
+            h = h.tanh_()
+        outs.append(h)
+    return outs
+
+
+class _MLPFunction(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, layout: str, tanh_out: bool, *params: torch.Tensor) -> torch.Tensor:
+        outs = _forward(layout, tanh_out, x, params)
+        ctx.layout, ctx.tanh_out = layout, tanh_out
+        ctx.save_for_backward(x, *outs, *params[0::2])
+        return outs[-1]
+
+    @staticmethod
+    def backward(ctx, grad_out: torch.Tensor):
+        layout = ctx.layout
+        saved = ctx.saved_tensors
+        n_layers = (len(saved) - 1) // 2
+        inputs = saved[:n_layers]  # each layer's input: x, h_1, ..., h_{L-1}
+        out, weights = saved[n_layers], saved[n_layers + 1:]
+        needs = ctx.needs_input_grad
+        needs_x, needs_w, needs_b = needs[0], needs[3::2], needs[4::2]
+        first_param = next((i for i in range(n_layers) if needs_w[i] or needs_b[i]), n_layers)
+        grads: list[torch.Tensor | None] = [None] * (2 * n_layers)
+        g = _tanh_backward(grad_out, out) if ctx.tanh_out else grad_out
+        grad_x = None
+        for i in reversed(range(n_layers)):
+            if needs_w[i]:
+                grads[2 * i] = _grad_weight(layout, inputs[i], g)
+            if needs_b[i]:
+                grads[2 * i + 1] = _grad_bias(layout, g)
+            if not (needs_x or i > first_param):
+                break  # nothing below this layer needs a gradient
+            g = _grad_input(layout, g, weights[i])
+            if i == 0:
+                grad_x = g
+            else:
+                g = _threshold_backward(g, inputs[i], 0)
+        return (grad_x, None, None, *grads)
+
+
+def mlp_apply(layout: str, x: torch.Tensor, params: Sequence[torch.Tensor], tanh_out: bool = False) -> torch.Tensor:
+    """The MLP with these (weight, bias, weight, bias, ...) layers on `x`: ReLU between layers, tanh after the
+    last when `tanh_out`. Differentiable in `x` and every parameter; outside autograd it skips the node."""
+    if torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in params)):
+        return _MLPFunction.apply(x, layout, tanh_out, *params)
+    return _forward(layout, tanh_out, x, params)[-1]
+
+
+def mse_backward(layout: str, x: torch.Tensor, params: Sequence[torch.Tensor], target: torch.Tensor) -> torch.Tensor:
+    """Regression of an MLP's (scalar) outputs on `target` without autograd: returns the loss
+    sum over members of mean over the batch of (f(x) - target)^2 (one member unless layout is "ensemble") and
+    writes its gradient into each parameter's `.grad`, replacing what was there (no zero_grad needed). The
+    gradients are the ones `loss.backward()` gives (tests/test_mlp_backward.py)."""
+    with torch.no_grad():
+        outs = _forward(layout, False, x, params)
+        err = outs[-1].squeeze(-1) - target
+        loss = err.square().mean(-1).sum()
+        g = err.mul_(2.0 / err.shape[-1]).unsqueeze(-1)  # d loss / d f(x)
+        inputs = [x, *outs[:-1]]
+        for i in reversed(range(len(params) // 2)):
+            w, b = params[2 * i], params[2 * i + 1]
+            _set_grad(w, _grad_weight(layout, inputs[i], g))
+            _set_grad(b, _grad_bias(layout, g))
+            if i > 0:
+                g = _threshold_backward(_grad_input(layout, g, w), inputs[i], 0)
+    return loss
+
+
+def _set_grad(p: torch.Tensor, grad: torch.Tensor) -> None:
+    p.grad = grad
