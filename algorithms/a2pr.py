@@ -30,7 +30,7 @@ from algorithms.core.contract import AlgoContext
 from algorithms.core.data import Batch
 from algorithms.core.nets import EnsembleQ, adam, mlp
 from algorithms.core.registry import register
-from algorithms.core.td3 import TD3Config, TD3Family, q_weight
+from algorithms.core.td3 import TD3Config, TD3Family
 from algorithms.core.vae import ConditionalVAE
 
 
@@ -70,13 +70,10 @@ def vae_loss(vae: ConditionalVAE, batch: Batch, q1_data: torch.Tensor, v_data: t
     return (w * (recon - batch.actions) ** 2).mean() + 0.5 * kl.mean()
 
 
-def actor_loss(actor: torch.nn.Module, critic: EnsembleQ, vae: ConditionalVAE, batch: Batch, v: torch.Tensor,
-               alpha: float, mask: float, q1_data: torch.Tensor | None = None
-               ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """`q1_data` = Q1(s, a) when the caller already has it from the same critic."""
-    pi = actor(batch.observations)
-    q1_pi = critic.member(0, batch.observations, pi)
-    lmbda = q_weight(q1_pi, alpha)
+def bc_term(pi: torch.Tensor, critic: EnsembleQ, vae: ConditionalVAE, batch: Batch, v: torch.Tensor, mask: float,
+            q1_data: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """mean(weight (pi(s) - target)^2), the advantage-guided pull towards a~ or a (the Q term is the TD3 core's
+    `actor_loss`). `q1_data` = Q1(s, a) when the caller already has it from the same critic."""
     augmented, _, _ = vae(batch.observations, pi)  # a~, with gradients through the VAE into pi
     with torch.no_grad():
         q1_aug = critic.member(0, batch.observations, augmented)
@@ -87,8 +84,7 @@ def actor_loss(actor: torch.nn.Module, critic: EnsembleQ, vae: ConditionalVAE, b
         weight = mask * ((q1_aug >= v).float() + (q1_data > v).float()).unsqueeze(-1)
     target = use_aug * augmented + (1.0 - use_aug) * batch.actions
     bc = (weight * (pi - target) ** 2).mean()
-    return -lmbda * q1_pi.mean() + bc, {"bc_loss": bc.detach(), "bc_weight": weight.mean(),
-                                          "augmented_share": use_aug.mean()}
+    return bc, {"bc_loss": bc.detach(), "bc_weight": weight.mean(), "augmented_share": use_aug.mean()}
 
 
 @register("a2pr", kinds=("offline",))
@@ -135,8 +131,8 @@ class A2PR(TD3Family):
                 v_now = self.v(batch.observations)
             # Q1(s, a) from step 3 is still current: the critics do not change between steps 3 and 4
             metrics |= self.td3.actor_step(
-                lambda: actor_loss(self.actor, self.critic, self.vae, batch, v_now, cfg.alpha, cfg.mask, q1_data),
-                self.vae)
+                batch.observations, cfg.alpha,
+                lambda pi: bc_term(pi, self.critic, self.vae, batch, v_now, cfg.mask, q1_data), self.vae)
         return metrics
 
     def graph_period(self) -> int:

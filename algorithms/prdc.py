@@ -25,9 +25,8 @@ from algorithms.core.config import require
 from algorithms.core.contract import AlgoContext
 from algorithms.core.data import Batch
 from algorithms.core.neighbors import NearestNeighbor
-from algorithms.core.nets import EnsembleQ
 from algorithms.core.registry import register
-from algorithms.core.td3 import TD3Config, TD3Family, q_weight
+from algorithms.core.td3 import TD3Config, TD3Family
 
 
 @dataclass
@@ -51,14 +50,11 @@ def dataset_constraint_target(nn: NearestNeighbor, actions: torch.Tensor, obs: t
     return actions.index_select(0, nn.query(key))
 
 
-def actor_loss(actor: torch.nn.Module, critic: EnsembleQ, batch: Batch, alpha: float, nn: NearestNeighbor,
-               actions: torch.Tensor, beta: float) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """-lambda mean Q1(s, pi(s)) + MSE(pi(s), a^)."""
-    pi = actor(batch.observations)
-    q1 = critic.member(0, batch.observations, pi)
-    lmbda = q_weight(q1, alpha)
-    target = dataset_constraint_target(nn, actions, batch.observations, pi, beta)
-    return -lmbda * q1.mean() + F.mse_loss(pi, target), {"lambda_": lmbda}
+def constraint_term(pi: torch.Tensor, batch: Batch, nn: NearestNeighbor, actions: torch.Tensor, beta: float
+                    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """MSE(pi(s), a^): the actor loss's pull towards the nearest dataset action (the Q term is the TD3 core's
+    `actor_loss`)."""
+    return F.mse_loss(pi, dataset_constraint_target(nn, actions, batch.observations, pi, beta)), {}
 
 
 @register("prdc", kinds=("offline",))
@@ -80,8 +76,8 @@ class PRDC(TD3Family):
         q_loss, *_ = self.td3.critic_step(batch)
         metrics = {"critic_loss": q_loss}
         if self.step % cfg.policy_freq == 0:
-            metrics |= self.td3.actor_step(lambda: actor_loss(self.actor, self.critic, batch, cfg.alpha,
-                                                              self.neighbors, self.dataset_actions, cfg.beta))
+            metrics |= self.td3.actor_step(batch.observations, cfg.alpha, lambda pi: constraint_term(
+                pi, batch, self.neighbors, self.dataset_actions, cfg.beta))
         return metrics
 
     def graph_period(self) -> int | None:

@@ -22,7 +22,7 @@ import torch
 from algorithms.core.config import require
 from algorithms.core.contract import AlgoContext
 from algorithms.core.data import Batch
-from algorithms.core.nets import EnsembleQ, adam
+from algorithms.core.nets import adam
 from algorithms.core.registry import register
 from algorithms.core.td3 import TD3Config, TD3Family
 from algorithms.core.vae import ConditionalVAE
@@ -51,14 +51,14 @@ def vae_loss(vae: ConditionalVAE, batch: Batch) -> torch.Tensor:
     return vae.elbo_loss(batch.observations, batch.actions, BETA_KL).mean()
 
 
-def actor_loss(actor: torch.nn.Module, critic: EnsembleQ, vae: ConditionalVAE, batch: Batch, lambd: float
-               ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """-mean Q1 / sg(mean |Q1|) + lambda mean neg_log_beta."""
-    pi = actor(batch.observations)
-    q1 = critic.member(0, batch.observations, pi)
+Q_WEIGHT = 1.0  # the Q term is -mean Q1 / sg(mean |Q1|): the TD3 core's actor_loss with alpha = 1
+
+
+def support_term(pi: torch.Tensor, vae: ConditionalVAE, batch: Batch, lambd: float
+                 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """lambda mean_B neg_log_beta(s): the support penalty, with gradients through the frozen VAE into pi."""
     neg_log_beta = vae.elbo_loss(batch.observations, pi, BETA_KL).mean()
-    loss = -q1.mean() / q1.abs().mean().detach() + lambd * neg_log_beta
-    return loss, {"neg_log_beta": neg_log_beta.detach()}
+    return lambd * neg_log_beta, {"neg_log_beta": neg_log_beta.detach()}
 
 
 @register("spot", kinds=("offline",))
@@ -87,6 +87,6 @@ class SPOT(TD3Family):
         q_loss, *_ = self.td3.critic_step(batch)
         metrics = {"critic_loss": q_loss}
         if (self.step - cfg.vae_steps) % cfg.policy_freq == 0:  # the frozen VAE passes gradients into pi
-            metrics |= self.td3.actor_step(lambda: actor_loss(self.actor, self.critic, self.vae, batch, cfg.lambd),
-                                           self.vae)
+            metrics |= self.td3.actor_step(batch.observations, Q_WEIGHT,
+                                           lambda pi: support_term(pi, self.vae, batch, cfg.lambd), self.vae)
         return metrics

@@ -19,9 +19,8 @@ import torch.nn.functional as F
 from algorithms.core.config import require
 from algorithms.core.contract import AlgoContext
 from algorithms.core.data import Batch
-from algorithms.core.nets import EnsembleQ
 from algorithms.core.registry import register
-from algorithms.core.td3 import TD3Config, TD3Family, q_weight
+from algorithms.core.td3 import TD3Config, TD3Family
 
 
 @dataclass
@@ -35,13 +34,10 @@ class TD3BCConfig(TD3Config):  # batch, lrs, gamma, tau, noise and policy_freq: 
         require(self.alpha >= 0, "alpha must be >= 0")
 
 
-def actor_loss(actor: torch.nn.Module, critic: EnsembleQ, batch: Batch, alpha: float
-               ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """-lambda mean Q1(s, pi(s)) + MSE(pi(s), a)."""
-    pi = actor(batch.observations)
-    q1 = critic.member(0, batch.observations, pi)
-    lmbda = q_weight(q1, alpha)
-    return -lmbda * q1.mean() + F.mse_loss(pi, batch.actions), {"lambda_": lmbda}
+def bc_term(pi: torch.Tensor, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """MSE(pi(s), a): the actor loss's pull towards the dataset action (the Q term is the TD3 core's
+    `actor_loss`)."""
+    return F.mse_loss(pi, batch.actions), {}
 
 
 @register("td3_bc", kinds=("offline",))
@@ -59,7 +55,7 @@ class TD3BC(TD3Family):
         q_loss, *_ = self.td3.critic_step(batch)
         metrics = {"critic_loss": q_loss}
         if self.step % cfg.policy_freq == 0:
-            metrics |= self.td3.actor_step(lambda: actor_loss(self.actor, self.critic, batch, cfg.alpha))
+            metrics |= self.td3.actor_step(batch.observations, cfg.alpha, lambda pi: bc_term(pi, batch))
         return metrics
 
     def graph_period(self) -> int:

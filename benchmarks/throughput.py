@@ -9,7 +9,9 @@
 Both libraries train on the same synthetic 1M-transition dataset (HalfCheetah shapes: 17-d states,
 6-d actions), batch 256, state normalization on, sampling included in every update, each algorithm with
 ctrlbench's default networks on both sides: 2x256 MLPs, 3x256 for CQL (CORL's), whose peer is d3rlpy's CQL with
-the same 10 sampled actions per proposal and a fixed conservative weight. The peer is
+the same 10 sampled actions per proposal and a fixed conservative weight. The two loops take turns, --rounds
+times (default 10), so that both see the same machine; the ratio line gives the overall ratio and its spread
+over the rounds. The peer is
 d3rlpy 2.8.1. It pins gymnasium 1.0, so install it beside ctrlbench without its pins and add the rest of its needs:
   pip install --no-deps d3rlpy==2.8.1 && pip install gym click colorama dataclasses-json h5py scikit-learn structlog
 When it cannot be imported, the ratio column says why (e.g. `No module named 'gym'`). The evaluation part
@@ -30,6 +32,7 @@ import argparse
 import multiprocessing
 import platform
 import time
+from collections.abc import Callable
 
 import gymnasium as gym
 import numpy as np
@@ -73,18 +76,47 @@ def time_loop(step, updates: int, warmup: int, device: str) -> float:
     return updates / (time.perf_counter() - t0)
 
 
+def harmonic_mean(rates: list[float]) -> float:
+    """Updates/s over rounds of equal update counts: total updates over total time."""
+    return len(rates) / sum(1.0 / r for r in rates)
+
+
 def context(data: TransitionData, device: str) -> AlgoContext:
     return AlgoContext(observation_space=gym.spaces.Box(-np.inf, np.inf, (data.obs_dim,), np.float32),
                        action_space=gym.spaces.Box(-1.0, 1.0, (data.act_dim,), np.float32),
                        device=torch.device(device), seed=0, total_updates=1_000_000, dataset=data)
 
 
+def interleaved_rates(steps: dict[str, Callable[[], object]], updates: int, warmup: int, device: str,
+                      rounds: int) -> dict[str, list[float]]:
+    """Each step's updates/s in each of `rounds` rounds, the steps taking turns within a round (the order rotates
+    from round to round). On a shared or virtual machine the speed of the whole machine drifts by tens of percent
+    within a minute; timed one after the other, two loops would see different machines. Taking turns, each round's
+    ratio compares the two on nearly the same one."""
+    for step in steps.values():
+        for _ in range(warmup):
+            step()
+    names = list(steps)
+    per_round = max(1, updates // rounds)
+    rates: dict[str, list[float]] = {name: [] for name in names}
+    for r in range(rounds):
+        for name in names[r % len(names):] + names[:r % len(names)]:
+            rates[name].append(time_loop(steps[name], per_round, 0, device))
+    return rates
+
+
+def ctrlbench_step(name: str, data: TransitionData, device: str) -> Callable[[], object]:
+    """One update of ctrlbench's `name` with its default config on `data`."""
+    cls = get_algorithm(name)
+    return cls(cls.Config(), context(data, device)).update
+
+
 def ctrlbench_rate(name: str, data: TransitionData, updates: int, warmup: int, device: str,
                    cuda_graphs: bool = False) -> float:
+    if not cuda_graphs:
+        return time_loop(ctrlbench_step(name, data, device), updates, warmup, device)
     cls = get_algorithm(name)
     algo = cls(cls.Config(), context(data, device))
-    if not cuda_graphs:
-        return time_loop(algo.update, updates, warmup, device)
     runner, chunk = updater(algo, cuda_graphs=True), 100  # the runner's host calls: 100 updates each at least
     runner.run(warmup + chunk)  # warm-up and capture, outside the timing
     return chunk * time_loop(lambda: runner.run(chunk), max(1, updates // chunk), 1, device)
@@ -190,8 +222,9 @@ def d3rlpy_missing() -> str | None:
     return None
 
 
-def d3rlpy_rate(name: str, data: TransitionData, updates: int, warmup: int, device: str) -> float | None:
-    """The peer's updates/s, or None where it is not installed or has no counterpart of `name`."""
+def d3rlpy_step(name: str, data: TransitionData, device: str) -> Callable[[], object] | None:
+    """One update of the peer's `name` (its batch sampled from the same data, as in its fit loop), or None where
+    d3rlpy is not installed or has no counterpart of `name`."""
     if d3rlpy_missing():
         return None
     import d3rlpy
@@ -218,7 +251,13 @@ def d3rlpy_rate(name: str, data: TransitionData, updates: int, warmup: int, devi
     def step() -> None:
         algo.update(dataset.sample_transition_batch(BATCH))
 
-    return time_loop(step, updates, warmup, device)
+    return step
+
+
+def d3rlpy_rate(name: str, data: TransitionData, updates: int, warmup: int, device: str) -> float | None:
+    """The peer's updates/s on its own, or None where it is not installed or has no counterpart of `name`."""
+    step = d3rlpy_step(name, data, device)
+    return None if step is None else time_loop(step, updates, warmup, device)
 
 
 EVAL_ENV = "HalfCheetah-v5"  # never terminates early: every episode is 1000 steps, as a trained policy's
@@ -255,6 +294,8 @@ def main() -> None:
     parser.add_argument("--algos", default="td3_bc,iql")
     parser.add_argument("--updates", type=int, default=1000)
     parser.add_argument("--warmup", type=int, default=100)
+    parser.add_argument("--rounds", type=int, default=10,
+                        help="ctrlbench and its peer take turns this many times, --updates/rounds updates a turn")
     parser.add_argument("--size", type=int, default=1_000_000)
     parser.add_argument("--dataset", default=None, help="train on this built Minari dataset, not synthetic data")
     parser.add_argument("--threads", type=int, default=None)
@@ -274,10 +315,19 @@ def main() -> None:
     peers: dict[str, float | None] = {}
     missing = d3rlpy_missing()
     for name in args.algos.split(","):
-        ours = rates[name] = ctrlbench_rate(name, data, args.updates, args.warmup, args.device)
-        peer = peers[name] = d3rlpy_rate(name, data, args.updates, args.warmup, args.device)
-        ratio = f"{ours / peer:.2f}x" if peer else f"n/a (no d3rlpy peer: {missing or 'no counterpart'})"
+        steps = {"ctrlbench": ctrlbench_step(name, data, args.device)}
+        peer_step = d3rlpy_step(name, data, args.device)
+        if peer_step is not None:
+            steps["d3rlpy"] = peer_step
+        by_round = interleaved_rates(steps, args.updates, args.warmup, args.device, args.rounds)
+        ours = rates[name] = harmonic_mean(by_round["ctrlbench"])
+        peer = peers[name] = harmonic_mean(by_round["d3rlpy"]) if peer_step else None
         peer_text = f"{peer:.1f}" if peer else "-"
+        if peer:
+            each = sorted(a / b for a, b in zip(by_round["ctrlbench"], by_round["d3rlpy"], strict=True))
+            ratio = f"{ours / peer:.2f}x (rounds {each[0]:.2f}-{each[-1]:.2f}, median {np.median(each):.2f})"
+        else:
+            ratio = f"n/a (no d3rlpy peer: {missing or 'no counterpart'})"
         print(f"{name:8s} ctrlbench {ours:8.1f} updates/s   d3rlpy {peer_text:>8s} updates/s   ratio {ratio}")
     if args.roofline:
         peak = gemm_flops_per_s(args.device)

@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from algorithms.a2pr import A2PR, A2PRConfig, actor_loss, vae_loss, value_target
+from algorithms.a2pr import A2PR, A2PRConfig, bc_term, vae_loss, value_target
 from algorithms.core.config import build_config, task_overrides
 from algorithms.core.registry import get_algorithm, overrides_file
+from algorithms.core.td3 import actor_loss
 from tests.algo_helpers import hand_batch, params, same, tiny_context
 from tests.test_spot import zero_vae
 from tests.test_td3_bc import constant_critic
@@ -51,7 +52,8 @@ def test_actor_target_and_weight_by_hand() -> None:
     actor = lambda s: torch.full((s.shape[0], 1), 0.05)  # noqa: E731
     vae = ShiftVAE(torch.tensor([[0.2], [0.1]]))  # a~ = 0.2 (Q1 2) and 0.1 (Q1 1)
     v = torch.tensor([3.0, 0.0])
-    loss, extra = actor_loss(actor, ActionCritic(), vae, batch, v, alpha=0.0, mask=0.5)
+    loss, extra = actor_loss(actor, ActionCritic(), batch.observations, 0.0,
+                             lambda pi: bc_term(pi, ActionCritic(), vae, batch, v, mask=0.5))
     # sample 1: A_a = 2 > A_pi = -1 -> target a = 0.5; weight 0.5 * (1[2 >= 3] + 1[5 > 3]) = 0.5
     # sample 2: A_pi = 1 >= A_a = -5 -> target a~ = 0.1; weight 0.5 * (1[1 >= 0] + 1[-5 > 0]) = 0.5
     expected_bc = (0.5 * (0.05 - 0.5) ** 2 + 0.5 * (0.05 - 0.1) ** 2) / 2
@@ -63,8 +65,8 @@ def test_actor_target_and_weight_by_hand() -> None:
 def test_no_constraint_where_neither_action_beats_v() -> None:
     batch = hand_batch()
     actor = lambda s: torch.full((s.shape[0], 1), 0.05)  # noqa: E731
-    _, extra = actor_loss(actor, ActionCritic(), ShiftVAE(torch.zeros(2, 1)), batch, torch.tensor([100.0, 100.0]),
-                          alpha=0.0, mask=1.0)
+    _, extra = bc_term(actor(batch.observations), ActionCritic(), ShiftVAE(torch.zeros(2, 1)), batch,
+                       torch.tensor([100.0, 100.0]), mask=1.0)
     assert extra["bc_weight"].item() == 0.0 and extra["bc_loss"].item() == 0.0
 
 

@@ -157,3 +157,16 @@ def test_fused_adam_skips_parameters_without_gradients_as_torch_does() -> None:
         ref.step()
         fast.step()
     assert_identical(fast_params, ref_params)
+
+
+def test_member_tape_follows_the_parameters_through_steps_and_new_storage() -> None:
+    """The tape's cached member views see in-place updates, and are rebuilt when a parameter gets new storage."""
+    torch.manual_seed(0)
+    q = EnsembleQ(5, 2, (8, 8), n=2)
+    obs, act = torch.randn(4, 5), torch.randn(4, 2)
+    with torch.no_grad():
+        assert torch.equal(q.member_tape(1, obs, act).out.squeeze(-1), q.member(1, obs, act))
+        q.net[2].weight.add_(1.0)  # as an optimizer step: in place
+        assert torch.equal(q.member_tape(1, obs, act).out.squeeze(-1), q.member(1, obs, act))
+        q.net[4].bias.data = q.net[4].bias.data + 1.0  # as .to(device): new storage
+        assert torch.equal(q.member_tape(1, obs, act).out.squeeze(-1), q.member(1, obs, act))

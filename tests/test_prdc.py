@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from algorithms.core.neighbors import NearestNeighbor
-from algorithms.prdc import PRDC, PRDCConfig, actor_loss, dataset_constraint_target
+from algorithms.core.td3 import actor_loss
+from algorithms.prdc import PRDC, PRDCConfig, constraint_term, dataset_constraint_target
 from tests.algo_helpers import hand_batch, tiny_context
 
 
@@ -55,7 +56,8 @@ def test_actor_loss_value() -> None:
             return 3.0 * act.sum(-1)
 
     actor = lambda s: torch.full((s.shape[0], 1), 0.1)  # noqa: E731
-    loss, info = actor_loss(actor, Critic(), batch, alpha=2.5, nn=nn, actions=actions, beta=2.0)
+    loss, info = actor_loss(actor, Critic(), batch.observations, 2.5,
+                            lambda pi: constraint_term(pi, batch, nn, actions, beta=2.0))
     lmbda = info["lambda_"]
     # each state's nearest pair is itself (beta * s dominates): targets 0.5 and -0.5
     expected_lambda = 2.5 / 0.3

@@ -9,8 +9,9 @@ import pytest
 import torch
 
 from algorithms.core.nets import frozen
+from algorithms.core.td3 import actor_loss
 from algorithms.core.vae import ConditionalVAE
-from algorithms.spot import SPOT, SPOTConfig, actor_loss
+from algorithms.spot import Q_WEIGHT, SPOT, SPOTConfig, support_term
 from tests.algo_helpers import hand_batch, params, same, tiny_context
 
 
@@ -41,7 +42,8 @@ def test_actor_loss_by_hand_and_gradient_through_frozen_vae() -> None:
     actor = torch.nn.Linear(2, 1)
     vae = zero_vae(0.0, 0.0)  # KL 0, reconstruction 0: neg_log_beta = mean(pi^2)
     with frozen(vae):
-        loss, info = actor_loss(actor, Critic(), vae, batch, lambd=0.1)
+        loss, info = actor_loss(actor, Critic(), batch.observations, Q_WEIGHT,
+                                lambda pi: support_term(pi, vae, batch, lambd=0.1))
         nlb = info["neg_log_beta"]
         loss.backward()
     pi = actor(batch.observations).detach().squeeze(1)

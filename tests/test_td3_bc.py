@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from algorithms.core.nets import EnsembleQ
-from algorithms.core.td3 import critic_loss, smoothed_target_action, td_target
-from algorithms.td3_bc import TD3BC, TD3BCConfig, actor_loss
+from algorithms.core.td3 import actor_loss, critic_loss, smoothed_target_action, td_target
+from algorithms.td3_bc import TD3BC, TD3BCConfig, bc_term
 from tests.algo_helpers import hand_batch, params, same, tiny_context
 
 
@@ -76,7 +76,7 @@ def test_actor_loss_value_and_detached_lambda() -> None:
         pi.weight.copy_(torch.tensor([[0.2, -0.1]]))
         pi.bias.fill_(0.05)
     critic = LinearCritic(2.0, 7.0)
-    loss, info = actor_loss(pi, critic, batch, alpha=2.5)
+    loss, info = actor_loss(pi, critic, batch.observations, 2.5, lambda a: bc_term(a, batch))
     lmbda = info["lambda_"]
     out = pi(batch.observations).detach().squeeze(1)  # [-0.05, 0.35]
     q1 = 2.0 * out

@@ -55,3 +55,12 @@ def test_strided_randn_has_the_exact_layout_asked_for() -> None:
     x = throughput.strided_randn((2, 23, 256), (0, 1, 23), "cpu")  # a broadcast, transposed view
     assert x.shape == (2, 23, 256) and x.stride() == (0, 1, 23)
     assert throughput.matmul_only_rate(throughput.update_profile("bc", "cpu")[1], 2, 1, "cpu") > 0
+
+
+def test_interleaved_rates_take_turns_and_rotate_who_goes_first() -> None:
+    calls: list[str] = []
+    steps = {"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}
+    rates = throughput.interleaved_rates(steps, updates=6, warmup=1, device="cpu", rounds=3)
+    assert calls == ["a", "b"] + ["a"] * 2 + ["b"] * 2 + ["b"] * 2 + ["a"] * 2 + ["a"] * 2 + ["b"] * 2
+    assert {k: len(v) for k, v in rates.items()} == {"a": 3, "b": 3} and all(r > 0 for v in rates.values() for r in v)
+    assert throughput.harmonic_mean([100.0, 50.0]) == 2 / (1 / 100 + 1 / 50)  # total updates over total time

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from algorithms.core.mlp_backward import mlp_apply, mse_backward
+from algorithms.core.mlp_backward import MLPTape, mlp_apply, mse_backward
 
 
 def mlp(in_dim: int, out_dim: int, hidden: Sequence[int] = (256, 256),
@@ -32,16 +32,28 @@ class MLP(nn.Sequential):
     """nn.Sequential that runs Linear-ReLU-...-Linear(-Tanh) stacks as one autograd node
     (algorithms/core/mlp_backward.py); any other stack (dropout, other activations) runs layer by layer."""
 
+    def plain(self) -> tuple[list[torch.Tensor], bool] | None:
+        """(weight, bias, weight, bias, ..., tanh after the last?) when this is a Linear-ReLU-...-Linear(-Tanh)
+        stack, the kind mlp_backward.py runs by hand; None for any other. The layer check is redone only when
+        the layers change (on the 2-core CPU, redoing it every call cost a few percent of an update)."""
+        layers = tuple(self._modules.values())
+        if getattr(self, "_plain_layers", None) != layers:
+            tanh_out = bool(layers) and type(layers[-1]) is nn.Tanh
+            body = layers[:-1] if tanh_out else layers
+            is_plain = (len(body) % 2 == 1 and all(type(m) is nn.Linear for m in body[0::2])
+                        and all(type(m) is nn.ReLU for m in body[1::2]))
+            self._plain_layers = layers
+            self._plain_plan = (body[0::2], tanh_out) if is_plain else None
+        if self._plain_plan is None:
+            return None
+        linears, tanh_out = self._plain_plan
+        return [t for m in linears for t in (m.weight, m.bias)], tanh_out
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        layers = list(self)
-        tanh_out = bool(layers) and type(layers[-1]) is nn.Tanh
-        body = layers[:-1] if tanh_out else layers
-        plain = (len(body) % 2 == 1 and all(type(m) is nn.Linear for m in body[0::2])
-                 and all(type(m) is nn.ReLU for m in body[1::2]))
-        if not plain:
+        plain = self.plain()
+        if plain is None:
             return super().forward(x)
-        params = [t for m in body[0::2] for t in (m.weight, m.bias)]
-        out = mlp_apply("linear", x.reshape(-1, x.shape[-1]), params, tanh_out)
+        out = mlp_apply("linear", x.reshape(-1, x.shape[-1]), *plain)
         return out.reshape(*x.shape[:-1], out.shape[-1])
 
 
@@ -79,31 +91,55 @@ class EnsembleQ(nn.Module):
             layers += [VectorizedLinear(a, b, n), activation()]
         layers.append(VectorizedLinear(dims[-1], 1, n))
         self.net = nn.Sequential(*layers)
-        self._relu = activation is nn.ReLU  # then the whole ensemble is one autograd node (mlp_backward.py)
+        self.relu = activation is nn.ReLU  # then the whole ensemble is one autograd node (mlp_backward.py)
+        # (weight, bias) of every layer, listed once: the layers are fixed here, and walking the modules each
+        # call cost a few percent of an update on the 2-core CPU
+        self._param_list = [t for m in layers if isinstance(m, VectorizedLinear) for t in (m.weight, m.bias)]
+        self._views: dict[tuple[int, tuple[int, ...]], list[torch.Tensor]] = {}
 
     def forward(self, obs: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
         x = torch.cat([obs, act], dim=-1)
         if x.dim() == 2:
             x = x.unsqueeze(0).expand(self.n, -1, -1)
-        if not self._relu:
+        if not self.relu:
             return self.net(x).squeeze(-1)
         return mlp_apply("ensemble", x, self._params()).squeeze(-1)
 
     def member(self, i: int, obs: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
         """Q_i(s, a) alone, (B,): what an actor loss on Q1 needs, at 1/n of the cost of `forward`."""
         x = torch.cat([obs, act], dim=-1)
-        if not self._relu:
+        if not self.relu:
             for layer in self.net:
                 x = torch.addmm(layer.bias[i], x, layer.weight[i]) if isinstance(layer, VectorizedLinear) else layer(x)
             return x.squeeze(-1)
-        params = self._params()
-        member = [p[i] if k % 2 == 0 else p[i, 0] for k, p in enumerate(params)]  # (in, out) and (out,)
-        return mlp_apply("in_out", x, member).squeeze(-1)
+        return mlp_apply("in_out", x, self._member_params(i)).squeeze(-1)
+
+    def member_tape(self, i: int, obs: torch.Tensor, act: torch.Tensor) -> MLPTape | None:
+        """Q_i(s, a) as an MLPTape, for a backward pass by hand (None unless the activation is ReLU): what a
+        TD3-family actor step needs, dQ_i/da, without autograd."""
+        if not self.relu:
+            return None
+        return MLPTape("in_out", torch.cat([obs, act], dim=-1), self._member_views(i))
+
+    def _member_params(self, i: int) -> list[torch.Tensor]:
+        return [p[i] if k % 2 == 0 else p[i, 0] for k, p in enumerate(self._params())]  # (in, out) and (out,)
+
+    def _member_views(self, i: int) -> list[torch.Tensor]:
+        """Member i's parameters as views outside autograd, for tapes: built once per storage (an optimizer
+        step or load_state_dict writes in place; `.to(device)` gives new storage, and new views)."""
+        key = (i, tuple(p.data_ptr() for p in self._param_list))
+        views = self._views.get(key)
+        if views is None:
+            self._views = {k: v for k, v in self._views.items() if k[1] == key[1]}  # drop views of old storage
+            with torch.no_grad():
+                views = self._views[key] = [p.detach()[i] if k % 2 == 0 else p.detach()[i, 0]
+                                            for k, p in enumerate(self._param_list)]
+        return views
 
     def mse_backward(self, obs: torch.Tensor, act: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """sum_i mean_B (Q_i(s, a) - target)^2, with its parameter gradients written into `.grad` without
         autograd (the same values as `.backward()` of that loss; algorithms/core/mlp_backward.py)."""
-        if not self._relu:
+        if not self.relu:
             loss = ((self(obs, act) - target.unsqueeze(0)) ** 2).mean(dim=1).sum()
             self.zero_grad(set_to_none=True)
             loss.backward()
@@ -112,7 +148,7 @@ class EnsembleQ(nn.Module):
         return mse_backward("ensemble", x, self._params(), target)
 
     def _params(self) -> list[torch.Tensor]:
-        return [t for m in self.net if isinstance(m, VectorizedLinear) for t in (m.weight, m.bias)]
+        return self._param_list
 
 
 class DeterministicActor(nn.Module):
@@ -127,6 +163,12 @@ class DeterministicActor(nn.Module):
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
         action = self.net(obs)
         return action if self.max_action == 1.0 else self.max_action * action  # x * 1.0 == x: skip the op
+
+    def tape(self, obs: torch.Tensor) -> MLPTape | None:
+        """The actor's MLP on `obs` as an MLPTape (its output is tanh, before the max_action scale), for a
+        backward pass by hand; None when the MLP is not a plain ReLU stack (e.g. with dropout)."""
+        plain = self.net.plain()
+        return None if plain is None else MLPTape("linear", obs, *plain)
 
 
 @torch.no_grad()
@@ -224,6 +266,10 @@ class FusedAdam(torch.optim.Adam):
     def load_state_dict(self, state_dict) -> None:
         super().load_state_dict(state_dict)
         self._lists = None  # the loaded state is new tensors
+
+    def __setstate__(self, state) -> None:  # copy.deepcopy and pickle keep only torch's own fields
+        super().__setstate__(state)
+        self._lists = None
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         if not set_to_none or len(self.param_groups) != 1:

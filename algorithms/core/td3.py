@@ -20,6 +20,7 @@ import torch
 from algorithms.core.config import require
 from algorithms.core.contract import AlgoContext, Algorithm
 from algorithms.core.data import Batch, offline_sampler
+from algorithms.core.mlp_backward import MLPTape
 from algorithms.core.nets import DeterministicActor, EnsembleQ, Polyak, adam, frozen
 
 
@@ -46,18 +47,20 @@ class TD3Config:
 
 def smoothed_target_action(actor_target: torch.nn.Module, next_obs: torch.Tensor, max_action: float,
                            policy_noise: float, noise_clip: float) -> torch.Tensor:
-    """a' = clip(pi'(s') + clip(N(0, (policy_noise max_a)^2), +-noise_clip max_a), +-max_a)."""
-    action = actor_target(next_obs)
-    noise = (torch.randn_like(action) * policy_noise * max_action).clamp(-noise_clip * max_action,
-                                                                         noise_clip * max_action)
-    return (action + noise).clamp(-max_action, max_action)
+    """a' = clip(pi'(s') + clip(N(0, (policy_noise max_a)^2), +-noise_clip max_a), +-max_a), without gradient.
+    In place on fresh tensors: at batch 256 on CPU each pass and allocation saved is a measurable share."""
+    with torch.no_grad():
+        action = actor_target(next_obs)
+        noise = torch.randn_like(action).mul_(policy_noise).mul_(max_action)
+        return action.add_(noise.clamp_(-noise_clip * max_action, noise_clip * max_action)).clamp_(-max_action,
+                                                                                                   max_action)
 
 
 def td_target(critic_target: EnsembleQ, batch: Batch, next_action: torch.Tensor, discount: float) -> torch.Tensor:
-    """y = r + gamma (1 - d) min_i Q'_i(s', a'), without gradient."""
+    """y = r + gamma (1 - d) min_i Q'_i(s', a'), without gradient (in place, as above)."""
     with torch.no_grad():
-        next_q = critic_target(batch.next_observations, next_action).min(dim=0).values
-        return batch.rewards + discount * (1.0 - batch.dones) * next_q
+        next_q = critic_target(batch.next_observations, next_action).amin(dim=0)
+        return next_q.mul_((1.0 - batch.dones).mul_(discount)).add_(batch.rewards)
 
 
 def critic_loss(critic: EnsembleQ, batch: Batch, target: torch.Tensor) -> torch.Tensor:
@@ -69,6 +72,22 @@ def critic_loss(critic: EnsembleQ, batch: Batch, target: torch.Tensor) -> torch.
 def q_weight(q1: torch.Tensor, alpha: float) -> torch.Tensor:
     """TD3+BC's lambda = alpha / sg(mean |Q1|): makes one alpha work across reward scales."""
     return alpha / q1.abs().mean().detach()
+
+
+Regularizer = Callable[[torch.Tensor], tuple[torch.Tensor, dict[str, torch.Tensor]]]  # pi(s) -> (R, metrics)
+
+
+def actor_loss(actor: torch.nn.Module, critic: EnsembleQ, obs: torch.Tensor, alpha: float,
+               regularizer: Regularizer) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """L_pi = -lambda mean Q1(s, pi(s)) + R(pi(s)), lambda = alpha / sg(mean |Q1(s, pi(s))|).
+
+    The Q term is the one every TD3-family method here shares (TD3+BC's, whose weight SPOT uses with alpha = 1);
+    R is the method's own pull towards the data. This is the definition; `TD3Core.actor_step` minimizes it."""
+    pi = actor(obs)
+    q1 = critic.member(0, obs, pi)
+    lmbda = q_weight(q1, alpha)
+    reg, metrics = regularizer(pi)
+    return -lmbda * q1.mean() + reg, {"lambda_": lmbda, **metrics}
 
 
 class TD3Core:
@@ -90,27 +109,61 @@ class TD3Core:
 
     def critic_step(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """One TD3 critic update; returns (loss, the target action a' used, the TD target y)."""
-        with torch.no_grad():
-            next_action = smoothed_target_action(self.actor_target, batch.next_observations, self.max_action,
-                                                 self.cfg.policy_noise, self.cfg.noise_clip)
+        next_action = smoothed_target_action(self.actor_target, batch.next_observations, self.max_action,
+                                             self.cfg.policy_noise, self.cfg.noise_clip)
         target = td_target(self.critic_target, batch, next_action, self.cfg.discount)
         loss = self.critic.mse_backward(batch.observations, batch.actions, target)  # = critic_loss, its grads set
         self.critic_optimizer.step()
         return loss, next_action, target
 
-    def actor_step(self, loss_fn: Callable[[], tuple[torch.Tensor, dict[str, torch.Tensor]]],
+    def actor_step(self, obs: torch.Tensor, alpha: float, regularizer: Regularizer,
                    *also_frozen: torch.nn.Module) -> dict[str, torch.Tensor]:
-        """One delayed actor update and the Polyak step of every target. The critic (and `also_frozen`, e.g. a
-        behavior VAE) get no parameter gradients: the loss only needs gradients through them into the actor."""
+        """One delayed actor update on `actor_loss` and the Polyak step of every target. The critic (and
+        `also_frozen`, e.g. a behavior VAE) get no parameter gradients: the loss only needs gradients through
+        them into the actor."""
         with contextlib.ExitStack() as stack:
             for module in (self.critic_params, *also_frozen):
                 stack.enter_context(frozen(module))
-            loss, metrics = loss_fn()
-            self.actor_optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            tapes = self._tapes(obs)
+            if tapes is None:
+                loss, metrics = actor_loss(self.actor, self.critic, obs, alpha, regularizer)
+                self.actor_optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+            else:
+                loss, metrics = self._actor_grad_by_hand(obs, alpha, regularizer, *tapes)
         self.actor_optimizer.step()
         self.update_targets()
         return {"actor_loss": loss.detach(), **metrics}
+
+    def _tapes(self, obs: torch.Tensor) -> tuple[MLPTape, torch.Tensor, MLPTape] | None:
+        """pi(s) as a tape, pi(s) itself, and Q1(s, pi(s)) as a tape, for a backward by hand; None where either
+        network is not a plain ReLU stack (an actor with dropout, as SPOT's) and autograd takes the step."""
+        pi_tape = self.actor.tape(obs) if self.critic.relu else None
+        if pi_tape is None:
+            return None
+        with torch.no_grad():
+            pi = pi_tape.out if self.max_action == 1.0 else self.max_action * pi_tape.out
+        return pi_tape, pi, self.critic.member_tape(0, obs, pi)
+
+    def _actor_grad_by_hand(self, obs: torch.Tensor, alpha: float, regularizer: Regularizer, pi_tape: MLPTape,
+                            pi: torch.Tensor, q_tape: MLPTape) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """`actor_loss` and its gradient in the actor's parameters, written into their `.grad`. Autograd only
+        sees R (a few ops on pi, or through the frozen VAE); the two MLPs' backward passes run by hand
+        (docs/performance.md has what it saves). The gradients are the ones autograd gives on `actor_loss`, bit
+        for bit (tests/test_td3_core.py)."""
+        q1 = q_tape.out.squeeze(-1)
+        lmbda = alpha / q1.abs().mean()
+        pi.requires_grad_()  # a leaf: autograd takes R's gradient in it
+        reg, metrics = regularizer(pi)
+        with torch.no_grad():
+            d_q = (-lmbda / q1.numel()).expand_as(q_tape.out).contiguous()  # d(-lambda mean Q1)/dQ1
+            d_pi = q_tape.backward(d_q, params=False, input=True)[:, obs.shape[-1]:]
+        if reg.requires_grad:
+            d_pi = d_pi + torch.autograd.grad(reg, pi)[0]
+        with torch.no_grad():
+            pi_tape.backward(d_pi if self.max_action == 1.0 else self.max_action * d_pi)
+            loss = -lmbda * q1.mean() + reg.detach()
+        return loss, {"lambda_": lmbda, **metrics}
 
     def _parts(self) -> dict[str, Any]:
         return {"actor": self.actor, "actor_target": self.actor_target, "actor_optimizer": self.actor_optimizer,
