@@ -254,11 +254,6 @@ def d3rlpy_step(name: str, data: TransitionData, device: str) -> Callable[[], ob
     return step
 
 
-def d3rlpy_rate(name: str, data: TransitionData, updates: int, warmup: int, device: str) -> float | None:
-    """The peer's updates/s on its own, or None where it is not installed or has no counterpart of `name`."""
-    step = d3rlpy_step(name, data, device)
-    return None if step is None else time_loop(step, updates, warmup, device)
-
 
 EVAL_ENV = "HalfCheetah-v5"  # never terminates early: every episode is 1000 steps, as a trained policy's
 

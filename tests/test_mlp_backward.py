@@ -170,3 +170,17 @@ def test_member_tape_follows_the_parameters_through_steps_and_new_storage() -> N
         assert torch.equal(q.member_tape(1, obs, act).out.squeeze(-1), q.member(1, obs, act))
         q.net[4].bias.data = q.net[4].bias.data + 1.0  # as .to(device): new storage
         assert torch.equal(q.member_tape(1, obs, act).out.squeeze(-1), q.member(1, obs, act))
+
+
+def test_a_non_relu_ensemble_takes_autograd_and_the_same_loss() -> None:
+    torch.manual_seed(0)
+    q = EnsembleQ(5, 2, (8,), n=2, activation=nn.Tanh)
+    obs, act, target = torch.randn(6, 5), torch.randn(6, 2), torch.randn(6)
+    reference = layer_by_layer_q(q)(obs, act)
+    expected = ((reference - target) ** 2).mean(dim=1).sum()
+    q.zero_grad(set_to_none=True)
+    expected.backward()
+    grads = [p.grad.clone() for p in q.parameters()]
+    assert torch.equal(q.mse_backward(obs, act, target), expected.detach())
+    assert_identical([p.grad for p in q.parameters()], grads)
+    assert q.member_tape(0, obs, act) is None  # no hand-run backward for other activations

@@ -34,7 +34,7 @@ def test_benchmark_prints_rates_and_the_prdc_ratio() -> None:
 def test_a_peer_that_cannot_be_imported_is_named_with_its_reason(monkeypatch) -> None:
     monkeypatch.setitem(sys.modules, "d3rlpy", None)  # import of d3rlpy now raises ImportError
     assert "d3rlpy" in throughput.d3rlpy_missing()
-    assert throughput.d3rlpy_rate("td3_bc", throughput.synthetic(3000), 1, 0, "cpu") is None
+    assert throughput.d3rlpy_step("td3_bc", throughput.synthetic(3000), "cpu") is None
 
 
 def test_the_matmul_recorder_sees_every_matmul_flop_of_an_update_backward_included() -> None:

@@ -113,9 +113,8 @@ class _MLPFunction(torch.autograd.Function):
 
 class MLPTape:
     """One forward pass of an MLP, kept for a backward pass run by hand, outside autograd: for a loss whose
-    gradient in the output is known in closed form, this skips autograd's graph (at batch 256 on CPU, its
-    per-node cost is a tenth of a TD3+BC update). The parameters are used as they are, so take the backward
-    before an optimizer step changes them."""
+    gradient in the output is known in closed form, this skips autograd's graph and its per-node cost. The
+    parameters are used as they are, so take the backward before an optimizer step changes them."""
 
     def __init__(self, layout: str, x: torch.Tensor, params: Sequence[torch.Tensor], tanh_out: bool = False) -> None:
         self.layout, self.tanh_out, self.x, self.params = layout, tanh_out, x, params

@@ -103,7 +103,7 @@ class EnsembleQ(nn.Module):
             x = x.unsqueeze(0).expand(self.n, -1, -1)
         if not self.relu:
             return self.net(x).squeeze(-1)
-        return mlp_apply("ensemble", x, self._params()).squeeze(-1)
+        return mlp_apply("ensemble", x, self._param_list).squeeze(-1)
 
     def member(self, i: int, obs: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
         """Q_i(s, a) alone, (B,): what an actor loss on Q1 needs, at 1/n of the cost of `forward`."""
@@ -112,7 +112,7 @@ class EnsembleQ(nn.Module):
             for layer in self.net:
                 x = torch.addmm(layer.bias[i], x, layer.weight[i]) if isinstance(layer, VectorizedLinear) else layer(x)
             return x.squeeze(-1)
-        return mlp_apply("in_out", x, self._member_params(i)).squeeze(-1)
+        return mlp_apply("in_out", x, self._member_of(self._param_list, i)).squeeze(-1)
 
     def member_tape(self, i: int, obs: torch.Tensor, act: torch.Tensor) -> MLPTape | None:
         """Q_i(s, a) as an MLPTape, for a backward pass by hand (None unless the activation is ReLU): what a
@@ -121,8 +121,9 @@ class EnsembleQ(nn.Module):
             return None
         return MLPTape("in_out", torch.cat([obs, act], dim=-1), self._member_views(i))
 
-    def _member_params(self, i: int) -> list[torch.Tensor]:
-        return [p[i] if k % 2 == 0 else p[i, 0] for k, p in enumerate(self._params())]  # (in, out) and (out,)
+    @staticmethod
+    def _member_of(params: Sequence[torch.Tensor], i: int) -> list[torch.Tensor]:
+        return [p[i] if k % 2 == 0 else p[i, 0] for k, p in enumerate(params)]  # (in, out) and (out,)
 
     def _member_views(self, i: int) -> list[torch.Tensor]:
         """Member i's parameters as views outside autograd, for tapes: built once per storage (an optimizer
@@ -131,24 +132,23 @@ class EnsembleQ(nn.Module):
         views = self._views.get(key)
         if views is None:
             self._views = {k: v for k, v in self._views.items() if k[1] == key[1]}  # drop views of old storage
-            with torch.no_grad():
-                views = self._views[key] = [p.detach()[i] if k % 2 == 0 else p.detach()[i, 0]
-                                            for k, p in enumerate(self._param_list)]
+            views = self._views[key] = self._member_of([p.detach() for p in self._param_list], i)
         return views
 
+    def mse(self, obs: torch.Tensor, act: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """sum_i mean_B (Q_i(s, a) - target)^2: each member regressed on the shared target."""
+        return ((self(obs, act) - target.unsqueeze(0)) ** 2).mean(dim=1).sum()
+
     def mse_backward(self, obs: torch.Tensor, act: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """sum_i mean_B (Q_i(s, a) - target)^2, with its parameter gradients written into `.grad` without
-        autograd (the same values as `.backward()` of that loss; algorithms/core/mlp_backward.py)."""
+        """`mse`, with its parameter gradients written into `.grad` (replacing what was there) without autograd:
+        the same values as `.backward()` of `mse` (algorithms/core/mlp_backward.py)."""
         if not self.relu:
-            loss = ((self(obs, act) - target.unsqueeze(0)) ** 2).mean(dim=1).sum()
+            loss = self.mse(obs, act, target)
             self.zero_grad(set_to_none=True)
             loss.backward()
             return loss.detach()
         x = torch.cat([obs, act], dim=-1).unsqueeze(0).expand(self.n, -1, -1)
-        return mse_backward("ensemble", x, self._params(), target)
-
-    def _params(self) -> list[torch.Tensor]:
-        return self._param_list
+        return mse_backward("ensemble", x, self._param_list, target)
 
 
 class DeterministicActor(nn.Module):
@@ -281,8 +281,8 @@ class FusedAdam(torch.optim.Adam):
         if self._lists is None:
             params = self.param_groups[0]["params"]
             states = [self.state.get(p) for p in params]
-            if not all(states):
-                return None  # the first step creates the state
+            if not all(states) or len({p.device for p in params}) != 1:
+                return None  # the first step creates the state; the kernel takes one device per call
             self._lists = tuple([s[k] for s in states] for k in ("exp_avg", "exp_avg_sq", "step"))
         return self._lists
 
@@ -292,8 +292,7 @@ class FusedAdam(torch.optim.Adam):
         group = self.param_groups[0]
         params = group["params"]
         return (group["fused"] and not group["amsgrad"] and not group["maximize"] and not group["differentiable"]
-                and not group.get("decoupled_weight_decay", False) and len({p.device for p in params}) == 1
-                and all(p.grad is not None for p in params))
+                and not group.get("decoupled_weight_decay", False) and all(p.grad is not None for p in params))
 
     def step(self, closure=None):
         lists = self._state_lists() if closure is None and self._plain() else None

@@ -64,9 +64,8 @@ def td_target(critic_target: EnsembleQ, batch: Batch, next_action: torch.Tensor,
 
 
 def critic_loss(critic: EnsembleQ, batch: Batch, target: torch.Tensor) -> torch.Tensor:
-    """Sum over the critics of each one's MSE to the shared target."""
-    q = critic(batch.observations, batch.actions)
-    return ((q - target.unsqueeze(0)) ** 2).mean(dim=1).sum()
+    """Sum over the critics of each one's MSE to the shared target (what `critic_step` minimizes)."""
+    return critic.mse(batch.observations, batch.actions, target)
 
 
 def q_weight(q1: torch.Tensor, alpha: float) -> torch.Tensor:
@@ -152,7 +151,7 @@ class TD3Core:
         (docs/performance.md has what it saves). The gradients are the ones autograd gives on `actor_loss`, bit
         for bit (tests/test_td3_core.py)."""
         q1 = q_tape.out.squeeze(-1)
-        lmbda = alpha / q1.abs().mean()
+        lmbda = q_weight(q1, alpha)
         pi.requires_grad_()  # a leaf: autograd takes R's gradient in it
         reg, metrics = regularizer(pi)
         with torch.no_grad():
