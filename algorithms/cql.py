@@ -29,7 +29,7 @@ from torch import nn
 from algorithms.core.config import require
 from algorithms.core.contract import AlgoContext, Algorithm
 from algorithms.core.data import Batch, offline_sampler, scale_rewards_by_return_range
-from algorithms.core.nets import EnsembleQ, TanhGaussianActor, adam, frozen, orthogonal_init_, soft_update
+from algorithms.core.nets import EnsembleQ, Polyak, TanhGaussianActor, adam, frozen, orthogonal_init_
 from algorithms.core.registry import register
 
 
@@ -125,6 +125,7 @@ class CQL(Algorithm):
             orthogonal_init_(self.critic)
         self.critic.to(self.device)
         self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
+        self.update_target = Polyak([(self.critic_target, self.critic)], config.tau)
         self.critic_optimizer = adam(self.critic.parameters(), lr=config.critic_lr)
         self.log_alpha = nn.Parameter(torch.zeros((), device=self.device))
         self.alpha_optimizer = adam([self.log_alpha], lr=config.actor_lr)
@@ -183,7 +184,7 @@ class CQL(Algorithm):
         self.critic_optimizer.zero_grad(set_to_none=True)
         critic_loss.backward()
         self.critic_optimizer.step()
-        soft_update(self.critic_target, self.critic, cfg.tau)
+        self.update_target()
         metrics.update(actor_loss=pi_loss.detach(), td_loss=loss_td.detach(), cql_gap=gap.mean().detach(),
                        alpha=alpha, critic_loss=critic_loss.detach())
         return metrics

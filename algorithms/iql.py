@@ -26,7 +26,7 @@ from torch import nn
 from algorithms.core.config import require
 from algorithms.core.contract import AlgoContext, Algorithm
 from algorithms.core.data import Batch, offline_sampler, scale_rewards_by_return_range
-from algorithms.core.nets import EnsembleQ, adam, mlp, soft_update
+from algorithms.core.nets import EnsembleQ, Polyak, adam, mlp
 from algorithms.core.registry import register
 from algorithms.core.schedules import CosineLR
 
@@ -127,6 +127,7 @@ class IQL(Algorithm):
         self.actor_schedule = CosineLR(self.actor_optimizer, ctx.total_updates)
         self.critic = EnsembleQ(ctx.obs_dim, ctx.act_dim, config.hidden, n=2).to(self.device)
         self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
+        self.update_target = Polyak([(self.critic_target, self.critic)], config.tau)
         self.critic_optimizer = adam(self.critic.parameters(), lr=config.critic_lr)
         self.value = mlp(ctx.obs_dim, 1, config.hidden).to(self.device)
         self.value_optimizer = adam(self.value.parameters(), lr=config.value_lr)
@@ -147,7 +148,7 @@ class IQL(Algorithm):
         self.critic_optimizer.zero_grad(set_to_none=True)
         loss_q.backward()
         self.critic_optimizer.step()
-        soft_update(self.critic_target, self.critic, cfg.tau)
+        self.update_target()
 
         pi_loss = actor_loss(self.actor, batch, u, cfg.beta, self.max_action)
         self.actor_optimizer.zero_grad(set_to_none=True)

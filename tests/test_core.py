@@ -12,7 +12,7 @@ from algorithms.core.config import build_config, field_help, stable_hash
 from algorithms.core.data import DeviceSampler, TransitionData
 from algorithms.core.errors import CtrlbenchError
 from algorithms.core.io import atomic_write_json
-from algorithms.core.nets import DeterministicActor, EnsembleQ, VectorizedLinear, adam, frozen, mlp, soft_update
+from algorithms.core.nets import DeterministicActor, EnsembleQ, Polyak, VectorizedLinear, adam, frozen, mlp
 from algorithms.core.normalization import StateNormalizer
 from algorithms.core.registry import available
 from algorithms.core.seeding import derive_seed
@@ -85,10 +85,10 @@ def test_actor_respects_max_action() -> None:
     assert a.shape == (100, 2) and a.abs().max() <= 2.0
 
 
-def test_soft_update_is_polyak() -> None:
+def test_polyak_step() -> None:
     src, tgt = torch.nn.Linear(2, 2), torch.nn.Linear(2, 2)
     before = tgt.weight.detach().clone()
-    soft_update(tgt, src, 0.25)
+    Polyak([(tgt, src)], 0.25)()
     torch.testing.assert_close(tgt.weight, 0.75 * before + 0.25 * src.weight.detach())
 
 

@@ -171,12 +171,6 @@ class DeterministicActor(nn.Module):
         return None if plain is None else MLPTape("linear", obs, *plain)
 
 
-@torch.no_grad()
-def soft_update(target: nn.Module, source: nn.Module, tau: float) -> None:
-    """target <- (1 - tau) * target + tau * source, in one fused op per parameter list."""
-    Polyak([(target, source)], tau)()
-
-
 class Polyak:
     """target <- (1 - tau) * target + tau * source for every (target, source) pair, in one fused op. The parameter
     lists are built once: at batch 256 on CPU, walking the modules each update cost more than the lerp itself."""
