@@ -19,14 +19,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 
 from algorithms.core.config import require
 from algorithms.core.contract import AlgoContext
 from algorithms.core.data import Batch
 from algorithms.core.neighbors import NearestNeighbor
 from algorithms.core.registry import register
-from algorithms.core.td3 import TD3Config, TD3Family
+from algorithms.core.td3 import MSETerm, TD3Config, TD3Family
 
 
 @dataclass
@@ -50,11 +49,10 @@ def dataset_constraint_target(nn: NearestNeighbor, actions: torch.Tensor, obs: t
     return actions.index_select(0, nn.query(key))
 
 
-def constraint_term(pi: torch.Tensor, batch: Batch, nn: NearestNeighbor, actions: torch.Tensor, beta: float
-                    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """MSE(pi(s), a^): the actor loss's pull towards the nearest dataset action (the Q term is the TD3 core's
-    `actor_loss`)."""
-    return F.mse_loss(pi, dataset_constraint_target(nn, actions, batch.observations, pi, beta)), {}
+def constraint_term(batch: Batch, nn: NearestNeighbor, actions: torch.Tensor, beta: float) -> MSETerm:
+    """R(pi) = MSE(pi(s), a^): the actor loss's pull towards the nearest dataset action (the Q term is the TD3
+    core's `actor_loss`)."""
+    return MSETerm(lambda pi: dataset_constraint_target(nn, actions, batch.observations, pi, beta))
 
 
 @register("prdc", kinds=("offline",))
@@ -76,8 +74,8 @@ class PRDC(TD3Family):
         q_loss, *_ = self.td3.critic_step(batch)
         metrics = {"critic_loss": q_loss}
         if self.step % cfg.policy_freq == 0:
-            metrics |= self.td3.actor_step(batch.observations, cfg.alpha, lambda pi: constraint_term(
-                pi, batch, self.neighbors, self.dataset_actions, cfg.beta))
+            metrics |= self.td3.actor_step(batch.observations, cfg.alpha, constraint_term(
+                batch, self.neighbors, self.dataset_actions, cfg.beta))
         return metrics
 
     def graph_period(self) -> int | None:

@@ -14,13 +14,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 
 from algorithms.core.config import require
 from algorithms.core.contract import AlgoContext
 from algorithms.core.data import Batch
 from algorithms.core.registry import register
-from algorithms.core.td3 import TD3Config, TD3Family
+from algorithms.core.td3 import MSETerm, TD3Config, TD3Family
 
 
 @dataclass
@@ -34,10 +33,10 @@ class TD3BCConfig(TD3Config):  # batch, lrs, gamma, tau, noise and policy_freq: 
         require(self.alpha >= 0, "alpha must be >= 0")
 
 
-def bc_term(pi: torch.Tensor, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """MSE(pi(s), a): the actor loss's pull towards the dataset action (the Q term is the TD3 core's
+def bc_term(batch: Batch) -> MSETerm:
+    """R(pi) = MSE(pi(s), a): the actor loss's pull towards the dataset action (the Q term is the TD3 core's
     `actor_loss`)."""
-    return F.mse_loss(pi, batch.actions), {}
+    return MSETerm(lambda pi: batch.actions)
 
 
 @register("td3_bc", kinds=("offline",))
@@ -55,7 +54,7 @@ class TD3BC(TD3Family):
         q_loss, *_ = self.td3.critic_step(batch)
         metrics = {"critic_loss": q_loss}
         if self.step % cfg.policy_freq == 0:
-            metrics |= self.td3.actor_step(batch.observations, cfg.alpha, lambda pi: bc_term(pi, batch))
+            metrics |= self.td3.actor_step(batch.observations, cfg.alpha, bc_term(batch))
         return metrics
 
     def graph_period(self) -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 from torch import nn
+from torch.optim.optimizer import register_optimizer_step_post_hook
 
 from algorithms.core.data import Batch
 from algorithms.core.nets import MLP, DeterministicActor, EnsembleQ, FusedAdam, adam, frozen, mlp
@@ -157,6 +158,31 @@ def test_fused_adam_skips_parameters_without_gradients_as_torch_does() -> None:
         ref.step()
         fast.step()
     assert_identical(fast_params, ref_params)
+
+
+def test_fused_adam_runs_step_hooks_once_and_shows_in_the_profiler() -> None:
+    """Its step skips torch's wrapper only while nothing observes it: hooks, global or not, run once per step on
+    both of its paths (the kernel, and torch's own step when a gradient is missing), and a profiler sees the
+    step under torch's name."""
+    torch.manual_seed(0)
+    params = [nn.Parameter(torch.randn(3)), nn.Parameter(torch.randn(2))]
+    torch.optim.Adam([nn.Parameter(torch.randn(1))])  # a plain Adam: torch wraps Adam.step, FusedAdam calls it
+    opt = adam(params, lr=0.1)
+    calls: list[str] = []
+    pre = opt.register_step_pre_hook(lambda *_: calls.append("pre"))
+    post = register_optimizer_step_post_hook(lambda *_: calls.append("post"))
+    try:
+        for missing in (False, False, True):
+            params[0].grad, params[1].grad = torch.randn(3), None if missing else torch.randn(2)
+            opt.step()
+    finally:
+        pre.remove()
+        post.remove()
+    assert calls == ["pre", "post"] * 3
+    params[1].grad = torch.randn(2)
+    with torch.profiler.profile() as prof:
+        opt.step()
+    assert "Optimizer.step#FusedAdam.step" in {e.key for e in prof.key_averages()}
 
 
 def test_member_tape_follows_the_parameters_through_steps_and_new_storage() -> None:

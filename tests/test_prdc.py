@@ -57,7 +57,7 @@ def test_actor_loss_value() -> None:
 
     actor = lambda s: torch.full((s.shape[0], 1), 0.1)  # noqa: E731
     loss, info = actor_loss(actor, Critic(), batch.observations, 2.5,
-                            lambda pi: constraint_term(pi, batch, nn, actions, beta=2.0))
+                            constraint_term(batch, nn, actions, beta=2.0))
     lmbda = info["lambda_"]
     # each state's nearest pair is itself (beta * s dominates): targets 0.5 and -0.5
     expected_lambda = 2.5 / 0.3

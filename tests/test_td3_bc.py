@@ -76,7 +76,7 @@ def test_actor_loss_value_and_detached_lambda() -> None:
         pi.weight.copy_(torch.tensor([[0.2, -0.1]]))
         pi.bias.fill_(0.05)
     critic = LinearCritic(2.0, 7.0)
-    loss, info = actor_loss(pi, critic, batch.observations, 2.5, lambda a: bc_term(a, batch))
+    loss, info = actor_loss(pi, critic, batch.observations, 2.5, bc_term(batch))
     lmbda = info["lambda_"]
     out = pi(batch.observations).detach().squeeze(1)  # [-0.05, 0.35]
     q1 = 2.0 * out

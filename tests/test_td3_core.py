@@ -10,7 +10,7 @@ import torch
 
 from algorithms.a2pr import A2PR, A2PRConfig
 from algorithms.a2pr import bc_term as a2pr_term
-from algorithms.core.td3 import TD3Core, actor_loss
+from algorithms.core.td3 import MSETerm, TD3Core, actor_loss
 from algorithms.prdc import PRDC, PRDCConfig, constraint_term
 from algorithms.spot import Q_WEIGHT, SPOT, SPOTConfig, support_term
 from algorithms.td3_bc import TD3BC, TD3BCConfig, bc_term
@@ -23,12 +23,11 @@ def step_inputs(name: str, max_action: float):
     if name == "td3_bc":
         algo = TD3BC(TD3BCConfig(batch_size=32), ctx)
         batch = algo.sampler.sample(32)
-        return algo, batch, 2.5, lambda pi: bc_term(pi, batch), ()
+        return algo, batch, 2.5, bc_term(batch), ()
     if name == "prdc":
         algo = PRDC(PRDCConfig(batch_size=32, search="torch"), ctx)
         batch = algo.sampler.sample(32)
-        return algo, batch, 2.5, lambda pi: constraint_term(pi, batch, algo.neighbors, algo.dataset_actions,
-                                                            algo.config.beta), ()
+        return algo, batch, 2.5, constraint_term(batch, algo.neighbors, algo.dataset_actions, algo.config.beta), ()
     if name == "spot":  # without dropout its actor is a plain MLP, so the step runs by hand
         algo = SPOT(SPOTConfig(batch_size=32, actor_dropout=0.0, vae_steps=0), ctx)
         batch = algo.sampler.sample(32)
@@ -83,3 +82,16 @@ def test_actor_loss_is_the_shared_q_term_plus_the_method_term() -> None:
 def test_an_actor_with_dropout_takes_the_autograd_path() -> None:
     algo = SPOT(SPOTConfig(batch_size=8, vae_steps=0), tiny_context())  # SPOT's default dropout 0.1
     assert algo.td3._tapes(algo.sampler.sample(8).observations) is None
+
+
+def test_mse_term_closed_form_is_autograds_value_and_gradient() -> None:
+    """MSETerm's closed form is what its autograd definition gives, bit for bit, target held constant."""
+    torch.manual_seed(0)
+    pi = torch.randn(37, 6, requires_grad=True)
+    target = torch.randn(37, 6)
+    term = MSETerm(lambda a: target + 0.0 * a.detach())  # a target computed from pi, as PRDC's, no gradient
+    value, metrics = term(pi)
+    (expected_grad,) = torch.autograd.grad(value, pi)
+    closed_value, grad, closed_metrics = term.value_and_grad(pi.detach())
+    assert torch.equal(closed_value, value.detach()) and torch.equal(grad, expected_grad)
+    assert metrics == closed_metrics == {}

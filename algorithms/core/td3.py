@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from algorithms.core.config import require
 from algorithms.core.contract import AlgoContext, Algorithm
@@ -74,6 +75,26 @@ def q_weight(q1: torch.Tensor, alpha: float) -> torch.Tensor:
 
 
 Regularizer = Callable[[torch.Tensor], tuple[torch.Tensor, dict[str, torch.Tensor]]]  # pi(s) -> (R, metrics)
+
+
+class MSETerm:
+    """R(pi) = MSE(pi, target(pi)) with the target a constant of the step (no gradient through it): TD3+BC's pull
+    towards the dataset action, PRDC's towards the nearest dataset action. A Regularizer whose gradient in pi has a
+    closed form, 2 (pi - target) / numel, the arithmetic of torch's mse_loss_backward: the hand-run actor step takes
+    it (`value_and_grad`) instead of a pass of autograd, and gets the same bits."""
+
+    def __init__(self, target: Callable[[torch.Tensor], torch.Tensor]) -> None:
+        self.target = target
+
+    def __call__(self, pi: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        return F.mse_loss(pi, self.target(pi)), {}
+
+    def value_and_grad(self, pi: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+        """(R, dR/dpi, metrics), without autograd."""
+        with torch.no_grad():
+            diff = pi - self.target(pi)
+            value = diff.square().mean()
+            return value, diff.mul_(2.0 / diff.numel()), {}
 
 
 def actor_loss(actor: torch.nn.Module, critic: EnsembleQ, obs: torch.Tensor, alpha: float,
@@ -147,18 +168,24 @@ class TD3Core:
     def _actor_grad_by_hand(self, obs: torch.Tensor, alpha: float, regularizer: Regularizer, pi_tape: MLPTape,
                             pi: torch.Tensor, q_tape: MLPTape) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """`actor_loss` and its gradient in the actor's parameters, written into their `.grad`. Autograd only
-        sees R (a few ops on pi, or through the frozen VAE); the two MLPs' backward passes run by hand
+        sees R (a few ops on pi, or the path through the frozen VAE), and not even that when R's gradient has a
+        closed form (`MSETerm`); the two MLPs' backward passes run by hand
         (docs/performance.md has what it saves). The gradients are the ones autograd gives on `actor_loss`, bit
         for bit (tests/test_td3_core.py)."""
         q1 = q_tape.out.squeeze(-1)
         lmbda = q_weight(q1, alpha)
-        pi.requires_grad_()  # a leaf: autograd takes R's gradient in it
-        reg, metrics = regularizer(pi)
+        closed_form = getattr(regularizer, "value_and_grad", None)
+        if closed_form is not None:
+            reg, d_reg, metrics = closed_form(pi)
+        else:
+            pi.requires_grad_()  # a leaf: autograd takes R's gradient in it
+            reg, metrics = regularizer(pi)
+            d_reg = torch.autograd.grad(reg, pi)[0] if reg.requires_grad else None
         with torch.no_grad():
             d_q = (-lmbda / q1.numel()).expand_as(q_tape.out).contiguous()  # d(-lambda mean Q1)/dQ1
             d_pi = q_tape.backward(d_q, params=False, input=True)[:, obs.shape[-1]:]
-        if reg.requires_grad:
-            d_pi = d_pi + torch.autograd.grad(reg, pi)[0]
+            if d_reg is not None:
+                d_pi = d_pi + d_reg
         with torch.no_grad():
             pi_tape.backward(d_pi if self.max_action == 1.0 else self.max_action * d_pi)
             loss = -lmbda * q1.mean() + reg.detach()
