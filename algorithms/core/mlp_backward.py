@@ -19,8 +19,13 @@ from collections.abc import Sequence
 
 import torch
 
-_threshold_backward = torch.ops.aten.threshold_backward
+_threshold_backward_out = torch.ops.aten.threshold_backward.grad_input
 _tanh_backward = torch.ops.aten.tanh_backward
+
+
+def _relu_backward_(g: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+    """g * (h > 0) in place on g (a fresh matmul output): autograd's ReLU backward kernel, without a new tensor."""
+    return _threshold_backward_out(g, h, 0, grad_input=g)
 
 
 def _affine(layout: str, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -66,11 +71,18 @@ def _forward(layout: str, tanh_out: bool, x: torch.Tensor, params: Sequence[torc
     return outs
 
 
+def _input_rows(layout: str, w: torch.Tensor, cols: slice) -> torch.Tensor:
+    """The first layer's weight restricted to these input features (for d/dx of those features alone)."""
+    return w[:, cols] if layout in ("linear", "ensemble") else w[cols]
+
+
 def _backward(layout: str, tanh_out: bool, x: torch.Tensor, outs: Sequence[torch.Tensor],
               weights: Sequence[torch.Tensor], grad_out: torch.Tensor, needs_x: bool, needs_w: Sequence[bool],
-              needs_b: Sequence[bool]) -> tuple[torch.Tensor | None, list[torch.Tensor | None]]:
+              needs_b: Sequence[bool], x_cols: slice | None = None
+              ) -> tuple[torch.Tensor | None, list[torch.Tensor | None]]:
     """(d/dx, [d/dW_1, d/db_1, ...]) of <grad_out, f(x)>, from the forward's layer outputs `outs`. Only what is
-    asked for is computed: with frozen weights, the loop stops at the lowest layer anything needs."""
+    asked for is computed: with frozen weights, the loop stops at the lowest layer anything needs; with `x_cols`,
+    d/dx is computed for those input features alone (each entry is the same dot product, so the same bits)."""
     n_layers = len(weights)
     inputs = [x, *outs[:-1]]  # each layer's input
     first_param = next((i for i in range(n_layers) if needs_w[i] or needs_b[i]), n_layers)
@@ -84,11 +96,11 @@ def _backward(layout: str, tanh_out: bool, x: torch.Tensor, outs: Sequence[torch
             grads[2 * i + 1] = _grad_bias(layout, g)
         if not (needs_x or i > first_param):
             break  # nothing below this layer needs a gradient
-        g = _grad_input(layout, g, weights[i])
         if i == 0:
-            grad_x = g
+            grad_x = _grad_input(layout, g, weights[0] if x_cols is None else _input_rows(layout, weights[0], x_cols))
         else:
-            g = _threshold_backward(g, inputs[i], 0)
+            g = _grad_input(layout, g, weights[i])
+            g = _relu_backward_(g, inputs[i])
     return grad_x, grads
 
 
@@ -125,13 +137,16 @@ class MLPTape:
     def out(self) -> torch.Tensor:
         return self.outs[-1]
 
-    def backward(self, grad_out: torch.Tensor, params: bool = True, input: bool = False) -> torch.Tensor | None:
+    def backward(self, grad_out: torch.Tensor, params: bool = True, input: bool | slice = False
+                 ) -> torch.Tensor | None:
         """With `params`, writes d<grad_out, f(x)>/dparam into each parameter's `.grad`, replacing what was there
-        (no zero_grad needed); with `input`, returns d<grad_out, f(x)>/dx."""
+        (no zero_grad needed); with `input`, returns d<grad_out, f(x)>/dx, or, with `input` a slice of the input
+        features, d/dx of those alone (e.g. the action part of a critic's [s, a])."""
         n_layers = len(self.params) // 2
         with torch.no_grad():
             grad_x, grads = _backward(self.layout, self.tanh_out, self.x, self.outs, self.params[0::2], grad_out,
-                                      input, [params] * n_layers, [params] * n_layers)
+                                      input is not False, [params] * n_layers, [params] * n_layers,
+                                      input if isinstance(input, slice) else None)
         if params:
             for p, g in zip(self.params, grads, strict=True):
                 p.grad = g
