@@ -64,3 +64,13 @@ def test_interleaved_rates_take_turns_and_rotate_who_goes_first() -> None:
     assert calls == ["a", "b"] + ["a"] * 2 + ["b"] * 2 + ["b"] * 2 + ["a"] * 2 + ["a"] * 2 + ["b"] * 2
     assert {k: len(v) for k, v in rates.items()} == {"a": 3, "b": 3} and all(r > 0 for v in rates.values() for r in v)
     assert throughput.harmonic_mean([100.0, 50.0]) == 2 / (1 / 100 + 1 / 50)  # total updates over total time
+
+
+def test_compare_revisions_runs_both_trees_in_turns_and_rejects_an_unknown_revision() -> None:
+    run = [sys.executable, "benchmarks/compare_revisions.py", "--size", "3000", "--rounds", "2", "--updates", "2",
+           "--warmup", "1"]
+    res = subprocess.run([*run, "--base", "HEAD"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    assert "td3_bc   working tree" in res.stdout and "speed-up" in res.stdout
+    bad = subprocess.run([*run, "--base", "no-such-revision"], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert bad.returncode != 0 and bad.stderr.strip().startswith("error: cannot archive revision 'no-such-revision'")

@@ -1,0 +1,125 @@
+"""Updates/s of this working tree against another git revision of ctrlbench, the two loops taking turns.
+
+  python benchmarks/compare_revisions.py --base e0db4b4                 # TD3+BC, 40 rounds of 50 updates
+  python benchmarks/compare_revisions.py --base HEAD~1 --algos td3_bc,iql --rounds 60
+
+A code change that saves a few percent is smaller than this 2-core guest's drift within a minute, and a ratio of
+two separate benchmark runs cannot see it. Here each side runs in its own process (the base from a `git archive`
+of its revision), on the same synthetic data as benchmarks/throughput.py, and the two take turns: round after
+round, one runs `--updates` updates while the other waits on a pipe, the order alternating. The speed-up is
+total base time over total working-tree time; the quartiles of the per-round ratios show its spread.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def worker(name: str, size: int) -> None:
+    """Serve "N" lines on stdin: run N updates of `name`, answer the seconds they took."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from throughput import context, synthetic  # from this file's directory; `algorithms` from PYTHONPATH
+
+    import algorithms
+    from algorithms.core.registry import get_algorithm
+
+    cls = get_algorithm(name)
+    update = cls(cls.Config(), context(synthetic(size), "cpu")).update
+    print("ready", Path(algorithms.__file__).resolve().parent.parent, flush=True)
+    for line in sys.stdin:
+        n = int(line)
+        t0 = time.perf_counter()
+        for _ in range(n):
+            update()
+        print(time.perf_counter() - t0, flush=True)
+
+
+def checkout(rev: str, into: Path) -> Path:
+    """The revision's tracked files, extracted under `into`."""
+    archive = subprocess.run(["git", "-C", str(REPO), "archive", "--format=tar", rev], check=True,
+                             capture_output=True).stdout
+    tar_path = into / "base.tar"
+    tar_path.write_bytes(archive)
+    with tarfile.open(tar_path) as tar:
+        tar.extractall(into / "tree", filter="data")
+    return into / "tree"
+
+
+def start(tree: Path, name: str, size: int) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": str(tree)}
+    proc = subprocess.Popen([sys.executable, __file__, "--worker", name, "--size", str(size)], cwd=tree, env=env,
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    answer = proc.stdout.readline().split()
+    if answer[:1] != ["ready"] or Path(answer[1]) != tree.resolve():
+        raise SystemExit(f"error: the worker for {name} in {tree} did not start on that tree ({' '.join(answer)})")
+    return proc
+
+
+def timed(proc: subprocess.Popen, n: int) -> float:
+    proc.stdin.write(f"{n}\n")
+    proc.stdin.flush()
+    return float(proc.stdout.readline())
+
+
+def compare(base_tree: Path, name: str, size: int, rounds: int, updates: int, warmup: int) -> str:
+    sides = {"new": start(REPO, name, size), "base": start(base_tree, name, size)}
+    try:
+        for proc in sides.values():
+            timed(proc, warmup)
+        total = {"new": 0.0, "base": 0.0}
+        ratios = []
+        for r in range(rounds):
+            t = {}
+            for side in (("new", "base") if r % 2 else ("base", "new")):
+                t[side] = timed(sides[side], updates)
+                total[side] += t[side]
+            ratios.append(t["base"] / t["new"])
+    finally:
+        for proc in sides.values():
+            proc.stdin.close()
+            proc.wait()
+    q1, _, q3 = statistics.quantiles(ratios, n=4)
+    return (f"{name:8s} working tree {rounds * updates / total['new']:7.1f} updates/s   base "
+            f"{rounds * updates / total['base']:7.1f} updates/s   speed-up {total['base'] / total['new']:.3f}x "
+            f"(rounds: median {statistics.median(ratios):.3f}, quartiles {q1:.3f}-{q3:.3f})")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--base", help="git revision to compare against (e.g. HEAD, e0db4b4)")
+    parser.add_argument("--algos", default="td3_bc")
+    parser.add_argument("--rounds", type=int, default=40)
+    parser.add_argument("--updates", type=int, default=50, help="updates per side per round")
+    parser.add_argument("--warmup", type=int, default=100)
+    parser.add_argument("--size", type=int, default=1_000_000, help="synthetic transitions")
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        return worker(args.worker, args.size)
+    if not args.base:
+        raise SystemExit("error: --base REVISION is required")
+    if args.rounds < 2 or args.updates < 1:
+        raise SystemExit("error: --rounds must be >= 2 and --updates >= 1")
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            base_tree = checkout(args.base, Path(tmp))
+        except subprocess.CalledProcessError as e:
+            raise SystemExit(f"error: cannot archive revision {args.base!r}: {e.stderr.decode().strip()}") from None
+        print(f"# base {args.base}, {args.rounds} rounds of {args.updates} updates a side, cpu, "
+              f"{args.size} synthetic transitions")
+        for name in args.algos.split(","):
+            print(compare(base_tree, name, args.size, args.rounds, args.updates, args.warmup), flush=True)
+
+
+if __name__ == "__main__":
+    main()
