@@ -84,11 +84,15 @@ def value_loss(value: nn.Module, critic_target: EnsembleQ, batch: Batch, expecti
     return expectile_loss(u, expectile), u
 
 
+def q_target(batch: Batch, next_v: torch.Tensor, discount: float) -> torch.Tensor:
+    """r + gamma (1 - d) V(s'), no gradient into V."""
+    return batch.rewards + discount * (1.0 - batch.dones) * next_v.detach()
+
+
 def q_loss(critic: EnsembleQ, batch: Batch, next_v: torch.Tensor, discount: float) -> torch.Tensor:
-    """Mean over the critics of MSE(Q_i(s, a), r + gamma (1 - d) V(s'))."""
-    target = batch.rewards + discount * (1.0 - batch.dones) * next_v.detach()
-    q = critic(batch.observations, batch.actions)
-    return ((q - target.unsqueeze(0)) ** 2).mean(dim=1).mean()
+    """Mean over the critics of MSE(Q_i(s, a), r + gamma (1 - d) V(s')) (the update takes its gradient without
+    autograd: `EnsembleQ.mse_backward`)."""
+    return critic.mse(batch.observations, batch.actions, q_target(batch, next_v, discount), members="mean")
 
 
 def advantage_weights(u: torch.Tensor, beta: float) -> torch.Tensor:
@@ -144,9 +148,8 @@ class IQL(Algorithm):
         v_loss.backward()
         self.value_optimizer.step()
 
-        loss_q = q_loss(self.critic, batch, next_v, cfg.discount)
-        self.critic_optimizer.zero_grad(set_to_none=True)
-        loss_q.backward()
+        loss_q = self.critic.mse_backward(batch.observations, batch.actions,  # = q_loss, its grads set
+                                          q_target(batch, next_v, cfg.discount), members="mean")
         self.critic_optimizer.step()
         self.update_target()
 

@@ -124,6 +124,27 @@ def test_mse_backward_is_the_critic_loss_and_its_gradient() -> None:
     assert_identical([p.grad for p in q.parameters()], expected)
 
 
+@pytest.mark.parametrize("batch_size", [256, 100])
+def test_mse_backward_averaged_over_members_is_iqls_critic_loss_and_its_gradient(batch_size: int) -> None:
+    """IQL's critic loss averages its twin critics: the hand gradient is autograd's on `iql.q_loss`, bit for bit,
+    for a batch size that is not a power of two too."""
+    from algorithms.iql import q_loss, q_target
+
+    torch.manual_seed(1)
+    q = EnsembleQ(17, 6)
+    batch = Batch(observations=torch.randn(batch_size, 17), actions=torch.randn(batch_size, 6),
+                  rewards=torch.randn(batch_size), next_observations=torch.zeros(batch_size, 17),
+                  dones=(torch.rand(batch_size) < 0.2).float())
+    next_v = torch.randn(batch_size)
+    loss = q_loss(q, batch, next_v, 0.99)
+    q.zero_grad(set_to_none=True)
+    loss.backward()
+    expected = [p.grad.clone() for p in q.parameters()]
+    fast = q.mse_backward(batch.observations, batch.actions, q_target(batch, next_v, 0.99), members="mean")
+    assert torch.equal(fast, loss.detach())
+    assert_identical([p.grad for p in q.parameters()], expected)
+
+
 def test_fused_adam_matches_torch_adam_bit_for_bit_and_through_a_checkpoint() -> None:
     torch.manual_seed(0)
     shapes = [(3, 4), (4,), (2, 1, 5)]

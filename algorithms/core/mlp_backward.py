@@ -161,15 +161,19 @@ def mlp_apply(layout: str, x: torch.Tensor, params: Sequence[torch.Tensor], tanh
     return _forward(layout, tanh_out, x, params)[-1]
 
 
-def mse_backward(layout: str, x: torch.Tensor, params: Sequence[torch.Tensor], target: torch.Tensor) -> torch.Tensor:
-    """Regression of an MLP's (scalar) outputs on `target` without autograd: returns the loss
-    sum over members of mean over the batch of (f(x) - target)^2 (one member unless layout is "ensemble") and
-    writes its gradient into each parameter's `.grad`, replacing what was there (no zero_grad needed). The
-    gradients are the ones `loss.backward()` gives (tests/test_mlp_backward.py)."""
+def mse_backward(layout: str, x: torch.Tensor, params: Sequence[torch.Tensor], target: torch.Tensor,
+                 members: str = "sum") -> torch.Tensor:
+    """Regression of an MLP's (scalar) outputs on `target` without autograd: returns the loss, the `members`
+    ("sum" or "mean") over members of the mean over the batch of (f(x) - target)^2 (one member unless layout is
+    "ensemble"), and writes its gradient into each parameter's `.grad`, replacing what was there (no zero_grad
+    needed). The gradients are the ones `loss.backward()` gives (tests/test_mlp_backward.py): for TD3's summed
+    and IQL's averaged twin critics the scale 2 / (B n) is a power of two times autograd's 1/n / B."""
     tape = MLPTape(layout, x, params)
     with torch.no_grad():
         err = tape.out.squeeze(-1) - target
-        loss = err.square().mean(-1).sum()
-        grad_out = err.mul_(2.0 / err.shape[-1]).unsqueeze(-1)  # d loss / d f(x)
+        per_member = err.square().mean(-1)
+        loss = per_member.sum() if members == "sum" else per_member.mean()
+        scale = 2.0 / err.shape[-1] / (1 if members == "sum" or err.dim() == 1 else err.shape[0])
+        grad_out = err.mul_(scale).unsqueeze(-1)  # d loss / d f(x)
     tape.backward(grad_out)
     return loss

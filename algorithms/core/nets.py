@@ -136,20 +136,23 @@ class EnsembleQ(nn.Module):
             views = self._views[key] = self._member_of([p.detach() for p in self._param_list], i)
         return views
 
-    def mse(self, obs: torch.Tensor, act: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """sum_i mean_B (Q_i(s, a) - target)^2: each member regressed on the shared target."""
-        return ((self(obs, act) - target.unsqueeze(0)) ** 2).mean(dim=1).sum()
+    def mse(self, obs: torch.Tensor, act: torch.Tensor, target: torch.Tensor, members: str = "sum") -> torch.Tensor:
+        """sum_i (TD3's twin critics) or mean_i (`members="mean"`, IQL's) of mean_B (Q_i(s, a) - target)^2: each
+        member regressed on the shared target."""
+        per_member = ((self(obs, act) - target.unsqueeze(0)) ** 2).mean(dim=1)
+        return per_member.sum() if members == "sum" else per_member.mean()
 
-    def mse_backward(self, obs: torch.Tensor, act: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    def mse_backward(self, obs: torch.Tensor, act: torch.Tensor, target: torch.Tensor,
+                     members: str = "sum") -> torch.Tensor:
         """`mse`, with its parameter gradients written into `.grad` (replacing what was there) without autograd:
         the same values as `.backward()` of `mse` (algorithms/core/mlp_backward.py)."""
         if not self.relu:
-            loss = self.mse(obs, act, target)
+            loss = self.mse(obs, act, target, members)
             self.zero_grad(set_to_none=True)
             loss.backward()
             return loss.detach()
         x = torch.cat([obs, act], dim=-1).unsqueeze(0).expand(self.n, -1, -1)
-        return mse_backward("ensemble", x, self._param_list, target)
+        return mse_backward("ensemble", x, self._param_list, target, members)
 
 
 class DeterministicActor(nn.Module):
