@@ -263,7 +263,8 @@ class FusedAdam(torch.optim.Adam):
     amsgrad, no grad scaler) calls the kernel on lists built once and counts all parameters' steps in one op (their
     step tensors are views of one tensor). torch's step wrapper (a profiler range and the step hooks) runs only
     when a profiler or a hook could see it. Measured on the 2-core CPU, the twin critics' step: 270-330
-    microseconds with torch's step, about 100 with this one. Anything else takes torch's own step."""
+    microseconds with torch's step, 210 with the cached lists alone, 143 with this. Anything else takes torch's
+    own step."""
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
