@@ -6,8 +6,9 @@
 A code change that saves a few percent is smaller than this 2-core guest's drift within a minute, and a ratio of
 two separate benchmark runs cannot see it. Here each side runs in its own process (the base from a `git archive`
 of its revision), on the same synthetic data as benchmarks/throughput.py, and the two take turns: round after
-round, one runs `--updates` updates while the other waits on a pipe, the order alternating. The speed-up is
-total base time over total working-tree time; the quartiles of the per-round ratios show its spread.
+round, one runs `--updates` updates while the other waits on a pipe, the order alternating (throughput.py's
+`interleaved_rates`). The speed-up is total base time over total working-tree time; the quartiles of the
+per-round ratios show its spread.
 """
 
 from __future__ import annotations
@@ -19,29 +20,30 @@ import subprocess
 import sys
 import tarfile
 import tempfile
-import time
+from collections.abc import Callable
 from pathlib import Path
+
+from throughput import harmonic_mean, interleaved_rates  # this file's directory is on sys.path
 
 REPO = Path(__file__).resolve().parent.parent
 
 
-def worker(name: str, size: int) -> None:
-    """Serve "N" lines on stdin: run N updates of `name`, answer the seconds they took."""
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from throughput import context, synthetic  # from this file's directory; `algorithms` from PYTHONPATH
+def worker(name: str, size: int, warmup: int) -> None:
+    """Serve "N" lines on stdin: run N updates of `name`, answer "done" (the parent times the turn)."""
+    from throughput import context, synthetic  # `algorithms` comes from PYTHONPATH, the tree under test
 
     import algorithms
     from algorithms.core.registry import get_algorithm
 
     cls = get_algorithm(name)
     update = cls(cls.Config(), context(synthetic(size), "cpu")).update
+    for _ in range(warmup):
+        update()
     print("ready", Path(algorithms.__file__).resolve().parent.parent, flush=True)
     for line in sys.stdin:
-        n = int(line)
-        t0 = time.perf_counter()
-        for _ in range(n):
+        for _ in range(int(line)):
             update()
-        print(time.perf_counter() - t0, flush=True)
+        print("done", flush=True)
 
 
 def checkout(rev: str, into: Path) -> Path:
@@ -55,43 +57,41 @@ def checkout(rev: str, into: Path) -> Path:
     return into / "tree"
 
 
-def start(tree: Path, name: str, size: int) -> subprocess.Popen:
+def start(tree: Path, name: str, size: int, warmup: int) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(tree)}
-    proc = subprocess.Popen([sys.executable, __file__, "--worker", name, "--size", str(size)], cwd=tree, env=env,
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen([sys.executable, __file__, "--worker", name, "--size", str(size), "--warmup",
+                             str(warmup)], cwd=tree, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     answer = proc.stdout.readline().split()
     if answer[:1] != ["ready"] or Path(answer[1]) != tree.resolve():
         raise SystemExit(f"error: the worker for {name} in {tree} did not start on that tree ({' '.join(answer)})")
     return proc
 
 
-def timed(proc: subprocess.Popen, n: int) -> float:
-    proc.stdin.write(f"{n}\n")
-    proc.stdin.flush()
-    return float(proc.stdout.readline())
+def remote_updates(proc: subprocess.Popen, n: int) -> Callable[[], None]:
+    """One turn of a worker: n updates, returning when it answers."""
+    def turn() -> None:
+        proc.stdin.write(f"{n}\n")
+        proc.stdin.flush()
+        proc.stdout.readline()
+
+    return turn
 
 
 def compare(base_tree: Path, name: str, size: int, rounds: int, updates: int, warmup: int) -> str:
-    sides = {"new": start(REPO, name, size), "base": start(base_tree, name, size)}
-    try:
-        for proc in sides.values():
-            timed(proc, warmup)
-        total = {"new": 0.0, "base": 0.0}
-        ratios = []
-        for r in range(rounds):
-            t = {}
-            for side in (("new", "base") if r % 2 else ("base", "new")):
-                t[side] = timed(sides[side], updates)
-                total[side] += t[side]
-            ratios.append(t["base"] / t["new"])
+    sides = {"new": start(REPO, name, size, warmup), "base": start(base_tree, name, size, warmup)}
+    try:  # one timed call a round per side, each call a turn of `updates` updates (throughput.py's turn-taking)
+        turns = interleaved_rates({side: remote_updates(proc, updates) for side, proc in sides.items()},
+                                  rounds, 0, "cpu", rounds)
     finally:
         for proc in sides.values():
             proc.stdin.close()
             proc.wait()
+    rate = {side: updates * harmonic_mean(r) for side, r in turns.items()}
+    ratios = [new / base for new, base in zip(turns["new"], turns["base"], strict=True)]
     q1, _, q3 = statistics.quantiles(ratios, n=4)
-    return (f"{name:8s} working tree {rounds * updates / total['new']:7.1f} updates/s   base "
-            f"{rounds * updates / total['base']:7.1f} updates/s   speed-up {total['base'] / total['new']:.3f}x "
-            f"(rounds: median {statistics.median(ratios):.3f}, quartiles {q1:.3f}-{q3:.3f})")
+    return (f"{name:8s} working tree {rate['new']:7.1f} updates/s   base {rate['base']:7.1f} updates/s   "
+            f"speed-up {rate['new'] / rate['base']:.3f}x (rounds: median {statistics.median(ratios):.3f}, "
+            f"quartiles {q1:.3f}-{q3:.3f})")
 
 
 def main() -> None:
@@ -105,7 +105,7 @@ def main() -> None:
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
-        return worker(args.worker, args.size)
+        return worker(args.worker, args.size, args.warmup)
     if not args.base:
         raise SystemExit("error: --base REVISION is required")
     if args.rounds < 2 or args.updates < 1:

@@ -254,7 +254,6 @@ def d3rlpy_step(name: str, data: TransitionData, device: str) -> Callable[[], ob
     return step
 
 
-
 EVAL_ENV = "HalfCheetah-v5"  # never terminates early: every episode is 1000 steps, as a trained policy's
 
 

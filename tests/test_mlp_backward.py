@@ -143,6 +143,8 @@ def test_mse_backward_averaged_over_members_is_iqls_critic_loss_and_its_gradient
     fast = q.mse_backward(batch.observations, batch.actions, q_target(batch, next_v, 0.99), members="mean")
     assert torch.equal(fast, loss.detach())
     assert_identical([p.grad for p in q.parameters()], expected)
+    with pytest.raises(ValueError, match="members must be 'sum' or 'mean'"):
+        q.mse_backward(batch.observations, batch.actions, q_target(batch, next_v, 0.99), members="avg")
 
 
 def test_fused_adam_matches_torch_adam_bit_for_bit_and_through_a_checkpoint() -> None:

@@ -161,6 +161,15 @@ def mlp_apply(layout: str, x: torch.Tensor, params: Sequence[torch.Tensor], tanh
     return _forward(layout, tanh_out, x, params)[-1]
 
 
+def reduce_members(per_member: torch.Tensor, members: str) -> torch.Tensor:
+    """An ensemble's loss from its members' losses: their "sum" (TD3's twin critics) or their "mean" (IQL's)."""
+    if members == "sum":
+        return per_member.sum()
+    if members == "mean":
+        return per_member.mean()
+    raise ValueError(f"members must be 'sum' or 'mean', not {members!r}")
+
+
 def mse_backward(layout: str, x: torch.Tensor, params: Sequence[torch.Tensor], target: torch.Tensor,
                  members: str = "sum") -> torch.Tensor:
     """Regression of an MLP's (scalar) outputs on `target` without autograd: returns the loss, the `members`
@@ -172,8 +181,8 @@ def mse_backward(layout: str, x: torch.Tensor, params: Sequence[torch.Tensor], t
     with torch.no_grad():
         err = tape.out.squeeze(-1) - target
         per_member = err.square().mean(-1)
-        loss = per_member.sum() if members == "sum" else per_member.mean()
-        scale = 2.0 / err.shape[-1] / (1 if members == "sum" or err.dim() == 1 else err.shape[0])
-        grad_out = err.mul_(scale).unsqueeze(-1)  # d loss / d f(x)
+        loss = reduce_members(per_member, members)
+        n = 1 if members == "sum" else per_member.numel()
+        grad_out = err.mul_(2.0 / err.shape[-1] / n).unsqueeze(-1)  # d loss / d f(x)
     tape.backward(grad_out)
     return loss

@@ -10,7 +10,7 @@ import torch
 import torch.optim.optimizer as _optim
 from torch import nn
 
-from algorithms.core.mlp_backward import MLPTape, mlp_apply, mse_backward
+from algorithms.core.mlp_backward import MLPTape, mlp_apply, mse_backward, reduce_members
 
 
 def mlp(in_dim: int, out_dim: int, hidden: Sequence[int] = (256, 256),
@@ -139,8 +139,7 @@ class EnsembleQ(nn.Module):
     def mse(self, obs: torch.Tensor, act: torch.Tensor, target: torch.Tensor, members: str = "sum") -> torch.Tensor:
         """sum_i (TD3's twin critics) or mean_i (`members="mean"`, IQL's) of mean_B (Q_i(s, a) - target)^2: each
         member regressed on the shared target."""
-        per_member = ((self(obs, act) - target.unsqueeze(0)) ** 2).mean(dim=1)
-        return per_member.sum() if members == "sum" else per_member.mean()
+        return reduce_members(((self(obs, act) - target.unsqueeze(0)) ** 2).mean(dim=1), members)
 
     def mse_backward(self, obs: torch.Tensor, act: torch.Tensor, target: torch.Tensor,
                      members: str = "sum") -> torch.Tensor:

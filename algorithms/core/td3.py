@@ -188,7 +188,6 @@ class TD3Core:
             d_pi = q_tape.backward(d_q, params=False, input=slice(obs.shape[-1], None))  # dQ1/da alone
             if d_reg is not None:
                 d_pi = d_pi + d_reg
-        with torch.no_grad():
             pi_tape.backward(d_pi if self.max_action == 1.0 else self.max_action * d_pi)
             loss = -lmbda * q1.mean() + reg.detach()
         return loss, {"lambda_": lmbda, **metrics}
