@@ -71,18 +71,11 @@ def _forward(layout: str, tanh_out: bool, x: torch.Tensor, params: Sequence[torc
     return outs
 
 
-def _input_rows(layout: str, w: torch.Tensor, cols: slice) -> torch.Tensor:
-    """The first layer's weight restricted to these input features (for d/dx of those features alone)."""
-    return w[:, cols] if layout in ("linear", "ensemble") else w[cols]
-
-
 def _backward(layout: str, tanh_out: bool, x: torch.Tensor, outs: Sequence[torch.Tensor],
               weights: Sequence[torch.Tensor], grad_out: torch.Tensor, needs_x: bool, needs_w: Sequence[bool],
-              needs_b: Sequence[bool], x_cols: slice | None = None
-              ) -> tuple[torch.Tensor | None, list[torch.Tensor | None]]:
+              needs_b: Sequence[bool]) -> tuple[torch.Tensor | None, list[torch.Tensor | None]]:
     """(d/dx, [d/dW_1, d/db_1, ...]) of <grad_out, f(x)>, from the forward's layer outputs `outs`. Only what is
-    asked for is computed: with frozen weights, the loop stops at the lowest layer anything needs; with `x_cols`,
-    d/dx is computed for those input features alone (each entry is the same dot product, so the same bits)."""
+    asked for is computed: with frozen weights, the loop stops at the lowest layer anything needs."""
     n_layers = len(weights)
     inputs = [x, *outs[:-1]]  # each layer's input
     first_param = next((i for i in range(n_layers) if needs_w[i] or needs_b[i]), n_layers)
@@ -97,7 +90,7 @@ def _backward(layout: str, tanh_out: bool, x: torch.Tensor, outs: Sequence[torch
         if not (needs_x or i > first_param):
             break  # nothing below this layer needs a gradient
         if i == 0:
-            grad_x = _grad_input(layout, g, weights[0] if x_cols is None else _input_rows(layout, weights[0], x_cols))
+            grad_x = _grad_input(layout, g, weights[0])
         else:
             g = _grad_input(layout, g, weights[i])
             g = _relu_backward_(g, inputs[i])
@@ -141,16 +134,17 @@ class MLPTape:
                  ) -> torch.Tensor | None:
         """With `params`, writes d<grad_out, f(x)>/dparam into each parameter's `.grad`, replacing what was there
         (no zero_grad needed); with `input`, returns d<grad_out, f(x)>/dx, or, with `input` a slice of the input
-        features, d/dx of those alone (e.g. the action part of a critic's [s, a])."""
+        features, d/dx of those alone (e.g. the action part of a critic's [s, a]). That slice is taken from the
+        whole d/dx, as autograd's backward of a `cat` takes it: a matmul over fewer columns need not give the same
+        bits (on an AVX-512 Zen 4 with MKL, it did not)."""
         n_layers = len(self.params) // 2
         with torch.no_grad():
             grad_x, grads = _backward(self.layout, self.tanh_out, self.x, self.outs, self.params[0::2], grad_out,
-                                      input is not False, [params] * n_layers, [params] * n_layers,
-                                      input if isinstance(input, slice) else None)
+                                      input is not False, [params] * n_layers, [params] * n_layers)
         if params:
             for p, g in zip(self.params, grads, strict=True):
                 p.grad = g
-        return grad_x
+        return grad_x[..., input] if isinstance(input, slice) else grad_x
 
 
 def mlp_apply(layout: str, x: torch.Tensor, params: Sequence[torch.Tensor], tanh_out: bool = False) -> torch.Tensor:
