@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing
-import platform
 import time
 from collections.abc import Callable
 
@@ -44,6 +43,7 @@ from algorithms.core.data import TransitionData
 from algorithms.core.graphs import updater
 from algorithms.core.registry import get_algorithm
 from runners.evaluation import episode_seeds, evaluate
+from runners.provenance import cpu_model
 from tasks.datasets import load_transitions
 
 OBS_DIM, ACT_DIM, BATCH = 17, 6, 256
@@ -303,7 +303,7 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     data = load_transitions(args.dataset).transitions if args.dataset else synthetic(args.size)
-    print(f"# {platform.processor() or platform.machine()}, torch {torch.__version__}, {torch.get_num_threads()} "
+    print(f"# {cpu_model()}, torch {torch.__version__}, {torch.get_num_threads()} "
           f"threads, device {args.device}, {args.dataset or 'synthetic'}: {len(data)} transitions, batch {BATCH}")
     rates: dict[str, float] = {}
     peers: dict[str, float | None] = {}
