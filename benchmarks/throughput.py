@@ -1,6 +1,7 @@
 """Training and evaluation throughput, each measured side by side with a peer in the same run.
 
   python benchmarks/throughput.py                      # CPU: ctrlbench vs d3rlpy, TD3+BC and IQL
+  python benchmarks/throughput.py --algos bc,td3_bc,iql --eval-episodes 0   # + BC (every algorithm d3rlpy also has)
   python benchmarks/throughput.py --algos cql --updates 50 --warmup 5 --eval-episodes 0   # CQL (slow on CPU)
   python benchmarks/throughput.py --device cuda        # the same on a GPU
   python benchmarks/throughput.py --algos td3_bc --updates 2000 --threads 2
@@ -8,7 +9,8 @@
 
 Both libraries train on the same synthetic 1M-transition dataset (HalfCheetah shapes: 17-d states,
 6-d actions), batch 256, state normalization on, sampling included in every update, each algorithm with
-ctrlbench's default networks on both sides: 2x256 MLPs, 3x256 for CQL (CORL's), whose peer is d3rlpy's CQL with
+ctrlbench's default networks on both sides: 2x256 MLPs (BC's peer: d3rlpy's deterministic BC, Adam at 3e-4, as
+ctrlbench's), 3x256 for CQL (CORL's), whose peer is d3rlpy's CQL with
 the same 10 sampled actions per proposal and a fixed conservative weight. The two loops take turns, --rounds
 times (default 10), so that both see the same machine; the ratio line gives the overall ratio and its spread
 over the rounds. The peer is
@@ -233,7 +235,10 @@ def d3rlpy_step(name: str, data: TransitionData, device: str) -> Callable[[], ob
                                         timeouts=episode_ends(data))
     scaler = d3rlpy.preprocessing.StandardObservationScaler()
     gpu = device if device.startswith("cuda") else False
-    if name == "td3_bc":
+    if name == "bc":  # ctrlbench's BC: a deterministic tanh policy regressed with MSE, Adam at 3e-4
+        algo = d3rlpy.algos.BCConfig(batch_size=BATCH, learning_rate=3e-4, policy_type="deterministic",
+                                     observation_scaler=scaler).create(device=gpu)
+    elif name == "td3_bc":
         algo = d3rlpy.algos.TD3PlusBCConfig(batch_size=BATCH, observation_scaler=scaler).create(device=gpu)
     elif name == "iql":
         algo = d3rlpy.algos.IQLConfig(batch_size=BATCH, observation_scaler=scaler).create(device=gpu)
