@@ -37,11 +37,13 @@ def test_mlp_shapes_and_layers() -> None:
     assert sum(isinstance(m, torch.nn.Linear) for m in net) == 3
 
 
-def test_vectorized_linear_equals_separate_layers() -> None:
-    layer = VectorizedLinear(4, 3, n=2)
-    x = torch.randn(2, 7, 4)
+@pytest.mark.parametrize("out_dim", [3, 1])  # 1: a Q head, which runs member by member on CPU
+def test_vectorized_linear_equals_separate_layers(out_dim: int) -> None:
+    layer = VectorizedLinear(4, out_dim, n=3)
+    x = torch.randn(3, 7, 4)
     out = layer(x)
-    for i in range(2):
+    assert out.shape == (3, 7, out_dim)
+    for i in range(3):
         expected = x[i] @ layer.weight[i] + layer.bias[i]
         torch.testing.assert_close(out[i], expected)
 

@@ -10,7 +10,7 @@ import torch
 import torch.optim.optimizer as _optim
 from torch import nn
 
-from algorithms.core.mlp_backward import MLPTape, mlp_apply, mse_backward, reduce_members
+from algorithms.core.mlp_backward import MLPTape, ensemble_affine, mlp_apply, mse_backward, reduce_members
 
 
 def mlp(in_dim: int, out_dim: int, hidden: Sequence[int] = (256, 256),
@@ -73,7 +73,7 @@ class VectorizedLinear(nn.Module):
         nn.init.uniform_(self.bias, -bound, bound)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.baddbmm(self.bias, x, self.weight)
+        return ensemble_affine(x, self.weight, self.bias)
 
 
 class EnsembleQ(nn.Module):
