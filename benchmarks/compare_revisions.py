@@ -2,6 +2,7 @@
 
   python benchmarks/compare_revisions.py --base e0db4b4                 # TD3+BC, 40 rounds of 50 updates
   python benchmarks/compare_revisions.py --base HEAD~1 --algos td3_bc,iql --rounds 60
+  python benchmarks/compare_revisions.py --base HEAD~1 --threads 1      # one thread a side, as a sweep's runs
 
 A code change that saves a few percent is smaller than this 2-core guest's drift within a minute, and a ratio of
 two separate benchmark runs cannot see it. Here each side runs in its own process (the base from a `git archive`
@@ -28,12 +29,16 @@ from throughput import harmonic_mean, interleaved_rates  # this file's directory
 REPO = Path(__file__).resolve().parent.parent
 
 
-def worker(name: str, size: int, warmup: int) -> None:
+def worker(name: str, size: int, warmup: int, threads: int | None) -> None:
     """Serve "N" lines on stdin: run N updates of `name`, answer "done" (the parent times the turn)."""
+    import torch
     from throughput import context, synthetic  # `algorithms` comes from PYTHONPATH, the tree under test
 
     import algorithms
     from algorithms.core.registry import get_algorithm
+
+    if threads:
+        torch.set_num_threads(threads)
 
     cls = get_algorithm(name)
     update = cls(cls.Config(), context(synthetic(size), "cpu")).update
@@ -57,10 +62,11 @@ def checkout(rev: str, into: Path) -> Path:
     return into / "tree"
 
 
-def start(tree: Path, name: str, size: int, warmup: int) -> subprocess.Popen:
+def start(tree: Path, name: str, size: int, warmup: int, threads: int | None) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(tree)}
     proc = subprocess.Popen([sys.executable, __file__, "--worker", name, "--size", str(size), "--warmup",
-                             str(warmup)], cwd=tree, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+                             str(warmup), *(["--threads", str(threads)] if threads else [])], cwd=tree, env=env,
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     answer = proc.stdout.readline().split()
     if answer[:1] != ["ready"] or Path(answer[1]) != tree.resolve():
         raise SystemExit(f"error: the worker for {name} in {tree} did not start on that tree ({' '.join(answer)})")
@@ -77,8 +83,9 @@ def remote_updates(proc: subprocess.Popen, n: int) -> Callable[[], None]:
     return turn
 
 
-def compare(base_tree: Path, name: str, size: int, rounds: int, updates: int, warmup: int) -> str:
-    sides = {"new": start(REPO, name, size, warmup), "base": start(base_tree, name, size, warmup)}
+def compare(base_tree: Path, name: str, size: int, rounds: int, updates: int, warmup: int,
+            threads: int | None = None) -> str:
+    sides = {"new": start(REPO, name, size, warmup, threads), "base": start(base_tree, name, size, warmup, threads)}
     try:  # one timed call a round per side, each call a turn of `updates` updates (throughput.py's turn-taking)
         turns = interleaved_rates({side: remote_updates(proc, updates) for side, proc in sides.items()},
                                   rounds, 0, "cpu", rounds)
@@ -102,10 +109,11 @@ def main() -> None:
     parser.add_argument("--updates", type=int, default=50, help="updates per side per round")
     parser.add_argument("--warmup", type=int, default=100)
     parser.add_argument("--size", type=int, default=1_000_000, help="synthetic transitions")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads of each side (default: all cores)")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
-        return worker(args.worker, args.size, args.warmup)
+        return worker(args.worker, args.size, args.warmup, args.threads)
     if not args.base:
         raise SystemExit("error: --base REVISION is required")
     if args.rounds < 2 or args.updates < 1:
@@ -116,9 +124,10 @@ def main() -> None:
         except subprocess.CalledProcessError as e:
             raise SystemExit(f"error: cannot archive revision {args.base!r}: {e.stderr.decode().strip()}") from None
         print(f"# base {args.base}, {args.rounds} rounds of {args.updates} updates a side, cpu, "
-              f"{args.size} synthetic transitions")
+              f"{args.threads or 'all'} threads a side, {args.size} synthetic transitions")
         for name in args.algos.split(","):
-            print(compare(base_tree, name, args.size, args.rounds, args.updates, args.warmup), flush=True)
+            print(compare(base_tree, name, args.size, args.rounds, args.updates, args.warmup, args.threads),
+                  flush=True)
 
 
 if __name__ == "__main__":

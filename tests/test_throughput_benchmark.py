@@ -69,8 +69,10 @@ def test_interleaved_rates_take_turns_and_rotate_who_goes_first() -> None:
 def test_compare_revisions_runs_both_trees_in_turns_and_rejects_an_unknown_revision() -> None:
     run = [sys.executable, "benchmarks/compare_revisions.py", "--size", "3000", "--rounds", "2", "--updates", "2",
            "--warmup", "1"]
-    res = subprocess.run([*run, "--base", "HEAD"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    res = subprocess.run([*run, "--base", "HEAD", "--threads", "1"], cwd=ROOT, capture_output=True, text=True,
+                         timeout=300)
     assert res.returncode == 0, res.stderr
+    assert "1 threads a side" in res.stdout
     assert "td3_bc   working tree" in res.stdout and "speed-up" in res.stdout
     bad = subprocess.run([*run, "--base", "no-such-revision"], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert bad.returncode != 0 and bad.stderr.strip().startswith("error: cannot archive revision 'no-such-revision'")
