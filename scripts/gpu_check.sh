@@ -31,6 +31,6 @@ bench=(python3 benchmarks/throughput.py --device cuda --updates 3000 --warmup 30
   nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv
   python3 -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name())"
   step 240 python3 -m pytest -m gpu -q -p no:cacheprovider tests/test_cli.py tests/test_graphs.py
-  step 120 "${bench[@]}" --algos bc,td3_bc,iql,prdc --cuda-graphs --roofline
+  step 150 "${bench[@]}" --algos bc,td3_bc,iql,prdc --cuda-graphs --roofline
   step 120 "${bench[@]}" --algos td3_bc --cuda-graphs --parallel 8
 } 2>&1 | tee "$out/gpu_check.log"
