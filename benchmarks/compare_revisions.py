@@ -84,7 +84,7 @@ def remote_updates(proc: subprocess.Popen, n: int) -> Callable[[], None]:
 
 
 def compare(base_tree: Path, name: str, size: int, rounds: int, updates: int, warmup: int,
-            threads: int | None = None) -> str:
+            threads: int | None) -> str:
     sides = {"new": start(REPO, name, size, warmup, threads), "base": start(base_tree, name, size, warmup, threads)}
     try:  # one timed call a round per side, each call a turn of `updates` updates (throughput.py's turn-taking)
         turns = interleaved_rates({side: remote_updates(proc, updates) for side, proc in sides.items()},
