@@ -26,12 +26,15 @@ adds ctrlbench's CUDA-graph replay (algorithms/core/graphs.py) next to its eager
 TD3+BC runs at once, each in its own process on the same device, and prints their summed updates/s.
 `--roofline` sets each rate beside two limits measured in the same run: the machine's large dense matmul rate,
 and the rate of the update's own matmuls alone (recorded from real updates, replayed with nothing between them).
+`--side-by-side` (CPU) times two copies of those matmuls run at once, one torch thread each, against the same two
+one after the other on all threads: the most that running an update's independent pieces side by side could gain.
 """
 
 from __future__ import annotations
 
 import argparse
 import multiprocessing
+import threading
 import time
 from collections.abc import Callable
 
@@ -165,18 +168,72 @@ def strided_randn(shape: torch.Size, stride: tuple[int, ...], device: str) -> to
     return torch.randn(storage, device=device).as_strided(shape, stride)
 
 
-def matmul_only_rate(calls: list[tuple], updates: int, warmup: int, device: str) -> float:
-    """Updates/s of an update reduced to its matmuls: the very calls two real updates made (`update_profile`: same
-    kernels, shapes and strides), replayed back to back with nothing else. No loop that keeps fp32 and these
-    kernels can run faster, whatever it does about everything else (Python, autograd, elementwise ops, Adam)."""
+def matmul_replay(calls: list[tuple], device: str) -> Callable[[], None]:
+    """The recorded matmul calls (`update_profile`: same kernels, shapes and strides) on random operands of their
+    own, as one callable that runs them back to back with nothing else."""
     replay = [(op, [strided_randn(*a, device) if isinstance(a, tuple) else a for a in args], kw)
               for op, args, kw in calls]
 
-    def two_updates() -> None:
+    def run() -> None:
         for op, args, kw in replay:
             op(*args, **kw)
 
-    return 2 * time_loop(two_updates, max(1, updates // 2), max(1, warmup // 2), device)
+    return run
+
+
+def matmul_only_rate(calls: list[tuple], updates: int, warmup: int, device: str) -> float:
+    """Updates/s of an update reduced to its matmuls: the very calls two real updates made, replayed back to back
+    with nothing else. No loop that keeps fp32 and these kernels can run faster, whatever it does about everything
+    else (Python, autograd, elementwise ops, Adam)."""
+    return 2 * time_loop(matmul_replay(calls, device), max(1, updates // 2), max(1, warmup // 2), device)
+
+
+class SideBySide:
+    """Runs two callables at once, each on a Python thread of its own with one torch thread (torch's ops release
+    the GIL), and returns when both are done: a task-parallel step at its most favourable, two equal pieces."""
+
+    def __init__(self, first: Callable[[], None], second: Callable[[], None]) -> None:
+        self._go, self._done, self._closing = threading.Barrier(3), threading.Barrier(3), False
+        self._threads = [threading.Thread(target=self._serve, args=(f,), daemon=True) for f in (first, second)]
+        for t in self._threads:
+            t.start()
+
+    def _serve(self, fn: Callable[[], None]) -> None:
+        torch.set_num_threads(1)  # this thread's OpenMP and MKL thread counts
+        while True:
+            self._go.wait()
+            if self._closing:
+                return
+            fn()
+            self._done.wait()
+
+    def __call__(self) -> None:
+        self._go.wait()
+        self._done.wait()
+
+    def close(self) -> None:
+        self._closing = True
+        self._go.wait()
+        for t in self._threads:
+            t.join()
+
+
+def side_by_side_gain(calls: list[tuple], updates: int, warmup: int, rounds: int) -> tuple[float, list[float]]:
+    """How much faster two copies of the recorded matmul calls run at once, one torch thread each, than one after
+    the other on the current thread count: overall and per round (the two ways take turns, `interleaved_rates`).
+    It bounds what running an update's independent pieces side by side (say, the twin critics' members) could
+    gain over today's op-parallel loop on CPU: no real split is as balanced, and none is free of synchronization."""
+    threads = torch.get_num_threads()
+    first, second = matmul_replay(calls, "cpu"), matmul_replay(calls, "cpu")
+    pair = SideBySide(first, second)
+    try:
+        rates = interleaved_rates({"after": lambda: (first(), second()), "side": pair}, max(1, updates // 2),
+                                  max(1, warmup // 2), "cpu", rounds)
+    finally:
+        pair.close()
+        torch.set_num_threads(threads)  # the workers' call set torch's process-wide default to 1
+    overall = harmonic_mean(rates["side"]) / harmonic_mean(rates["after"])
+    return overall, [side / after for side, after in zip(rates["side"], rates["after"], strict=True)]
 
 
 def gemm_flops_per_s(device: str, n: int = 2048, reps: int = 20) -> float:
@@ -304,7 +361,12 @@ def main() -> None:
     parser.add_argument("--roofline", action="store_true",
                         help="also print each rate as GFLOP/s next to the machine's dense matmul GFLOP/s, and the "
                              "rate of each update's matmuls alone (the ceiling of any loop using these kernels)")
+    parser.add_argument("--side-by-side", action="store_true",
+                        help="also time two copies of each update's matmuls side by side, one thread each, against "
+                             "the two one after the other on all threads (CPU only)")
     args = parser.parse_args()
+    if args.side_by_side and args.device != "cpu":
+        raise SystemExit("error: --side-by-side measures CPU threads; it takes --device cpu")
     if args.threads:
         torch.set_num_threads(args.threads)
     data = load_transitions(args.dataset).transitions if args.dataset else synthetic(args.size)
@@ -339,6 +401,12 @@ def main() -> None:
             vs_peer = f", {ceiling / peers[name]:.2f}x d3rlpy" if peers.get(name) else ""
             print(f"{name:8s} its matmuls alone {ceiling:8.1f} updates/s{vs_peer}: ctrlbench runs at "
                   f"{ours / ceiling:.0%} of that")
+    if args.side_by_side:
+        for name in rates:
+            gain, each = side_by_side_gain(update_profile(name, "cpu", data)[1], args.updates, args.warmup,
+                                           args.rounds)
+            print(f"{name:8s} its matmuls twice: side by side, one thread each, {gain:.2f}x one after the other on "
+                  f"{torch.get_num_threads()} threads (rounds {min(each):.2f}-{max(each):.2f})")
     if args.cuda_graphs:
         for name in ("bc", "td3_bc", "iql"):
             graphed = ctrlbench_rate(name, data, args.updates, args.warmup, args.device, cuda_graphs=True)

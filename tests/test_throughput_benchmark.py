@@ -57,6 +57,30 @@ def test_strided_randn_has_the_exact_layout_asked_for() -> None:
     assert throughput.matmul_only_rate(throughput.update_profile("bc", "cpu")[1], 2, 1, "cpu") > 0
 
 
+def test_side_by_side_runs_both_pieces_at_once_on_one_thread_each_and_restores_the_thread_count() -> None:
+    import threading
+
+    import torch
+
+    threads = torch.get_num_threads()
+    seen: list[tuple[int, int]] = []
+    both_started = threading.Barrier(2, timeout=10)  # raises unless the two pieces run at the same time
+
+    def piece() -> None:
+        both_started.wait()
+        seen.append((threading.get_ident(), torch.get_num_threads()))
+
+    pair = throughput.SideBySide(piece, piece)
+    pair()
+    pair()
+    pair.close()
+    assert len(seen) == 4 and {n for _, n in seen} == {1}
+    assert len({ident for ident, _ in seen}) == 2 and threading.get_ident() not in {ident for ident, _ in seen}
+    gain, each = throughput.side_by_side_gain(throughput.update_profile("bc", "cpu")[1], updates=4, warmup=2,
+                                              rounds=2)
+    assert gain > 0 and len(each) == 2 and torch.get_num_threads() == threads
+
+
 def test_interleaved_rates_take_turns_and_rotate_who_goes_first() -> None:
     calls: list[str] = []
     steps = {"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}
