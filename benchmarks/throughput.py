@@ -194,26 +194,38 @@ class SideBySide:
 
     def __init__(self, first: Callable[[], None], second: Callable[[], None]) -> None:
         self._go, self._done, self._closing = threading.Barrier(3), threading.Barrier(3), False
+        self._error: BaseException | None = None
         self._threads = [threading.Thread(target=self._serve, args=(f,), daemon=True) for f in (first, second)]
         for t in self._threads:
             t.start()
 
     def _serve(self, fn: Callable[[], None]) -> None:
         torch.set_num_threads(1)  # this thread's OpenMP and MKL thread counts
-        while True:
-            self._go.wait()
-            if self._closing:
-                return
-            fn()
-            self._done.wait()
+        try:
+            while True:
+                self._go.wait()
+                if self._closing:
+                    return
+                fn()
+                self._done.wait()
+        except threading.BrokenBarrierError:
+            return  # the other piece failed; its error reaches the caller
+        except BaseException as e:  # handed to the caller, whose wait would otherwise never end
+            self._error = e
+            self._go.abort()
+            self._done.abort()
 
     def __call__(self) -> None:
-        self._go.wait()
-        self._done.wait()
+        try:
+            self._go.wait()
+            self._done.wait()
+        except threading.BrokenBarrierError:
+            raise RuntimeError(f"a side-by-side piece failed: {self._error!r}") from self._error
 
     def close(self) -> None:
         self._closing = True
-        self._go.wait()
+        if not self._go.broken:
+            self._go.wait()
         for t in self._threads:
             t.join()
 

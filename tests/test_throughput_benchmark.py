@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
@@ -79,6 +80,14 @@ def test_side_by_side_runs_both_pieces_at_once_on_one_thread_each_and_restores_t
     gain, each = throughput.side_by_side_gain(throughput.update_profile("bc", "cpu")[1], updates=4, warmup=2,
                                               rounds=2)
     assert gain > 0 and len(each) == 2 and torch.get_num_threads() == threads
+
+    def fails() -> None:
+        raise RuntimeError("a piece failed")
+
+    broken = throughput.SideBySide(fails, lambda: None)
+    with pytest.raises(RuntimeError, match="a piece failed"):  # the caller learns of it instead of waiting forever
+        broken()
+    broken.close()
 
 
 def test_interleaved_rates_take_turns_and_rotate_who_goes_first() -> None:
