@@ -402,11 +402,14 @@ def main() -> None:
         else:
             ratio = f"n/a (no d3rlpy peer: {missing or 'no counterpart'})"
         print(f"{name:8s} ctrlbench {ours:8.1f} updates/s   d3rlpy {peer_text:>8s} updates/s   ratio {ratio}")
+    # each algorithm built and its two updates recorded once, for both reports (PRDC builds a k-d tree on `data`)
+    profiles = {name: update_profile(name, args.device, data) for name in rates} if (
+        args.roofline or args.side_by_side) else {}
     if args.roofline:
         peak = gemm_flops_per_s(args.device)
         print(f"roofline dense fp32 matmul (2048^3) {peak / 1e9:8.1f} GFLOP/s on this device and thread count")
         for name, ours in rates.items():
-            flops, calls = update_profile(name, args.device, data)
+            flops, calls = profiles[name]
             print(f"{name:8s} {flops / 1e6:6.1f} MFLOP/update: ctrlbench {ours * flops / 1e9:6.1f} GFLOP/s "
                   f"({ours * flops / peak:.0%} of the matmul rate)")
             ceiling = matmul_only_rate(calls, args.updates, args.warmup, args.device)
@@ -415,8 +418,7 @@ def main() -> None:
                   f"{ours / ceiling:.0%} of that")
     if args.side_by_side:
         for name in rates:
-            gain, each = side_by_side_gain(update_profile(name, "cpu", data)[1], args.updates, args.warmup,
-                                           args.rounds)
+            gain, each = side_by_side_gain(profiles[name][1], args.updates, args.warmup, args.rounds)
             print(f"{name:8s} its matmuls twice: side by side, one thread each, {gain:.2f}x one after the other on "
                   f"{torch.get_num_threads()} threads (rounds {min(each):.2f}-{max(each):.2f})")
     if args.cuda_graphs:
