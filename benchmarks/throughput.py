@@ -47,9 +47,9 @@ from algorithms.core.contract import AlgoContext
 from algorithms.core.data import TransitionData
 from algorithms.core.graphs import updater
 from algorithms.core.registry import get_algorithm
-from runners.evaluation import episode_seeds, evaluate
-from runners.provenance import cpu_model
+from leaderboard.provenance import cpu_model
 from tasks.datasets import load_transitions
+from tasks.protocol import episode_seeds, evaluate
 
 OBS_DIM, ACT_DIM, BATCH = 17, 6, 256
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from leaderboard.records import load_records
 from leaderboard.stats import AGGREGATES, interval_estimate, probability_of_improvement, t_interval
-from runners.records import load_records
 
 RUN_COLUMNS = ["algorithm", "task", "task_kind", "task_family", "seed", "config_hash", "steps", "final_score",
                "best_score", "final_return", "dataset_id", "dataset_metadata_hash"]

@@ -131,7 +131,9 @@ def cmd_list(argv: list[str]) -> int:
 
         for tid, t in available_tasks().items():
             built = "built" if t.dataset_id is None or dataset_exists(t.dataset_id) else "not built"
-            print(f"{tid:28s} kind={t.kind:10s} dataset={t.dataset_id} ({built})")
+            extra = {"sim-to-real": f"  sim: {t.gap}", "safe": f"  cost budget {t.cost_limit}",
+                     "multi-objective": f"  {t.reward_dim} objectives, {len(t.preference_weights)} weights"}
+            print(f"{tid:28s} kind={t.kind:17s} dataset={t.dataset_id} ({built}){extra.get(t.kind, '')}")
     return 0
 
 
@@ -270,7 +272,7 @@ def cmd_sweep(argv: list[str]) -> int:
 
 def cmd_check(argv: list[str]) -> int:
     from leaderboard.check import DEFAULT_MARGIN, check, load_bands, write_bands
-    from runners.records import load_records
+    from leaderboard.records import load_records
 
     parser = _Parser(prog="ctrlbench check", description="Fail when a score drops below its reference band.")
     parser.add_argument("--results", type=Path, default=Path("results/regression"),
@@ -297,7 +299,7 @@ def cmd_check(argv: list[str]) -> int:
 
 def cmd_beats(argv: list[str]) -> int:
     from leaderboard.compare import DEFAULT_MIN_SEEDS, compare, report, verdicts
-    from runners.records import load_records
+    from leaderboard.records import load_records
 
     parser = _Parser(prog="ctrlbench beats",
                      description="Does each algorithm beat a baseline by more than the seed spread? "

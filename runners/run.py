@@ -31,13 +31,14 @@ from algorithms.core.graphs import updater
 from algorithms.core.io import atomic_write_json
 from algorithms.core.registry import get_algorithm, overrides_file
 from algorithms.core.seeding import capture_rng_state, restore_rng_state, seed_everything
-from runners.evaluation import CURVE_STREAM, FINAL_STREAM, EvalResult, episode_seeds, evaluate
+from leaderboard.provenance import device_name, git_commit, package_versions
+from leaderboard.records import SCHEMA_VERSION, record_path, recorded_metadata, run_id
 from runners.metrics_log import MetricsLog
-from runners.provenance import device_name, git_commit, package_versions
-from runners.records import SCHEMA_VERSION, checkpoint_path, record_path, recorded_metadata, run_id
 from runners.run_lock import run_lock
 from tasks.datasets import dataset_metadata, load_transitions
-from tasks.registry import TaskSpec, get_task
+from tasks.protocol import CURVE_STREAM, FINAL_STREAM, WeightedPolicy, episode_seeds, protocol_for, reference_scores
+from tasks.registry import get_task
+from tasks.spec import TaskSpec
 
 
 @dataclass
@@ -88,19 +89,6 @@ def resolve_device(requested: str) -> torch.device:
     raise CtrlbenchError(f"unknown --device {requested!r}; use auto, cpu, cuda or cuda:N")
 
 
-def normalized_score(returns: np.ndarray | float, ref_min: float, ref_max: float) -> np.ndarray:
-    return 100.0 * (np.asarray(returns, dtype=np.float64) - ref_min) / (ref_max - ref_min)
-
-
-def reference_scores(task: TaskSpec, meta: dict[str, Any]) -> tuple[float, float]:
-    ref_min = task.ref_min_score if task.ref_min_score is not None else meta.get("ref_min_score")
-    ref_max = task.ref_max_score if task.ref_max_score is not None else meta.get("ref_max_score")
-    if ref_min is None or ref_max is None or ref_max == ref_min:
-        raise CtrlbenchError(f"task {task.id} has no usable reference scores (ref_min={ref_min}, "
-                             f"ref_max={ref_max}); rebuild its dataset or set them in the task")
-    return float(ref_min), float(ref_max)
-
-
 @dataclass
 class Prepared:
     """Everything resolved before training: enough to name the run and build the algorithm."""
@@ -149,9 +137,18 @@ def prepare(req: RunRequest) -> Prepared:
                     run_id(req.algo, task.id, req.seed, config_hash), identity)
 
 
-def make_env_factory(task: TaskSpec) -> Callable[[], gym.Env]:
-    def make() -> gym.Env:
-        return gym.make(task.env_id, **task.env_kwargs)
+def checkpoint_path(checkpoint_dir: Path, rid: str) -> Path:
+    """A run's resumable checkpoint. Run ids hash the whole config, so one folder can serve many results folders."""
+    return checkpoint_dir / f"{rid}.pt"
+
+
+def make_training_envs(task: TaskSpec, ctx: AlgoContext) -> Callable[[int], gym.vector.VectorEnv]:
+    """ctx.make_envs: n copies of the task's training environment (sim-to-real: the simulator) in one vector env
+    whose steps are counted. SAME_STEP autoreset: a done step returns the reset observation and keeps the last
+    one in info["final_obs"], so an algorithm can store the true (s, a, s') of the step that ended an episode."""
+    def make(n: int) -> gym.vector.VectorEnv:
+        envs = gym.vector.SyncVectorEnv([task.make_train_env] * n, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
+        return _CountingVectorEnv(envs, ctx)
 
     return make
 
@@ -168,9 +165,9 @@ class _CountingVectorEnv(gym.vector.VectorWrapper):
         return super().step(actions)
 
 
-def _checked_policy(algo: Algorithm, run: str) -> Callable[[np.ndarray], np.ndarray]:
-    def policy(obs: np.ndarray) -> np.ndarray:
-        actions = algo.act(obs)
+def _checked_policy(algo: Algorithm, run: str) -> WeightedPolicy:
+    def policy(obs: np.ndarray, weight: np.ndarray | None) -> np.ndarray:
+        actions = algo.act(obs) if weight is None else algo.act(obs, weight)
         if not np.all(np.isfinite(actions)):
             raise CtrlbenchError(f"{run}: the policy produced non-finite actions at update {algo.step}; "
                                  "the run was stopped (try a lower learning rate)")
@@ -186,17 +183,6 @@ def _check_finite(metrics: dict[str, Any], step: int, run: str) -> dict[str, flo
             raise CtrlbenchError(f"{run}: non-finite {k} = {v} at update {step} (losses are checked every "
                                  "--check-every updates); the run was stopped (try a lower learning rate)")
     return values
-
-
-def _summary(result: EvalResult, ref_min: float, ref_max: float) -> dict[str, Any]:
-    scores = normalized_score(result.returns, ref_min, ref_max)
-    return {
-        "return_mean": float(result.returns.mean()),
-        "return_std": float(result.returns.std()),
-        "score_mean": float(scores.mean()),
-        "score_std": float(scores.std()),
-        "length_mean": float(result.lengths.mean()),
-    }
 
 
 def execute(req: RunRequest, log: Callable[[str], None] = print) -> dict[str, Any]:
@@ -218,15 +204,17 @@ def _train_and_record(req: RunRequest, p: Prepared, out: Path, log: Callable[[st
     if req.threads is not None:
         torch.set_num_threads(req.threads)
     dataset = load_transitions(p.task.dataset_id, p.task.build_command) if p.task.dataset_id else None
-    make_env = make_env_factory(p.task)
-    probe = make_env()
+    protocol = protocol_for(p.task, p.ref_min, p.ref_max)
+    probe = p.task.make_env()
     obs_space, act_space = probe.observation_space, probe.action_space
     probe.close()
     seed_everything(req.seed)
     ctx = AlgoContext(observation_space=obs_space, action_space=act_space, device=device, seed=req.seed,
                       total_updates=req.steps, dataset=dataset.transitions if dataset else None,
-                      reward_dim=p.task.reward_dim, cost_limit=p.task.cost_limit)
-    ctx.make_envs = lambda n: _CountingVectorEnv(gym.vector.SyncVectorEnv([make_env] * n), ctx)
+                      reward_dim=p.task.reward_dim, cost_limit=p.task.cost_limit,
+                      preference_weights=np.asarray(p.task.preference_weights, dtype=np.float32)
+                      if p.task.preference_weights else None)
+    ctx.make_envs = make_training_envs(p.task, ctx)
     algo = p.algo_cls(p.config, ctx)
     updates = updater(algo, req.cuda_graphs)  # a bad --cuda-graphs fails here, before any work; capture waits
 
@@ -264,7 +252,7 @@ def _train_and_record(req: RunRequest, p: Prepared, out: Path, log: Callable[[st
         bar.update(step - bar.n)
         logged = dict(last_metrics) if step % req.log_every == 0 or step == req.steps else None
         if step % req.eval_every == 0 and step < req.steps:
-            point = {"step": step, **_summary(evaluate(policy, make_env, curve_seeds), p.ref_min, p.ref_max),
+            point = {"step": step, **protocol.summary(protocol.evaluate(policy, curve_seeds)),
                      "env_steps": ctx.env_steps, **last_metrics}
             curve.append(point)
             bar.set_postfix(score=f"{point['score_mean']:.1f}")
@@ -280,9 +268,9 @@ def _train_and_record(req: RunRequest, p: Prepared, out: Path, log: Callable[[st
     bar.close()
     metrics_log.close()
 
-    final_result = evaluate(policy, make_env, episode_seeds(req.seed, FINAL_STREAM, req.eval_episodes))
-    final = {"step": algo.step, **_summary(final_result, p.ref_min, p.ref_max),
-             "returns": final_result.returns.tolist()}
+    final_result = protocol.evaluate(policy, episode_seeds(req.seed, FINAL_STREAM, req.eval_episodes))
+    final = {"step": algo.step, **protocol.summary(final_result),
+             "returns": protocol.episode_returns(final_result).tolist(), "env_steps": ctx.env_steps}
     points = [*curve, final]
     best = max(points, key=lambda x: x["score_mean"])
     record = {
@@ -305,7 +293,8 @@ def _train_and_record(req: RunRequest, p: Prepared, out: Path, log: Callable[[st
         "wall_time_s": round(wall_before + time.time() - started, 3),
         "train_time_s": round(train_seconds, 3),
         "updates_per_s": round(req.steps / train_seconds, 2) if train_seconds > 0 else None,
-        "env_steps": ctx.env_steps,
+        "env_steps": ctx.env_steps,  # environment steps taken while training (0 for offline methods)
+        "metrics": protocol.metrics(final_result),  # the task kind's own block (tasks/protocol.py)
         "curve": curve,
         "final": final,
         "best": {"step": best["step"], "return_mean": best["return_mean"], "score_mean": best["score_mean"]},

@@ -26,8 +26,8 @@ from typing import Any
 from algorithms.core.config import load_yaml_config
 from algorithms.core.errors import CtrlbenchError
 from algorithms.core.io import atomic_write_json, read_json
-from runners.records import checkpoint_path, closest_identity, identity, record_path, recorded_metadata
-from runners.run import Prepared, RunRequest, prepare
+from leaderboard.records import closest_identity, identity, record_path, recorded_metadata
+from runners.run import Prepared, RunRequest, checkpoint_path, prepare
 from runners.run_lock import RunBusy, is_locked
 
 

@@ -29,6 +29,7 @@ from torch import nn
 from algorithms.core.errors import CtrlbenchError
 from algorithms.core.io import atomic_torch_save, atomic_write_json
 from tasks.locomotion import MEDIUM_FRACTION, MEDIUM_TARGET, env_id
+from tasks.protocol import episode_seeds, evaluate
 
 POLICIES_DIR = Path(__file__).resolve().parent / "policies"
 LEARNING_STARTS = 10_000
@@ -74,8 +75,6 @@ def file_sha256(path: Path) -> str:
 def evaluate_actor(actor: SquashedGaussianActor, env_name: str, n: int, stream: int = SELECTION_STREAM,
                    n_parallel: int = 10) -> np.ndarray:
     """Deterministic returns on `n` seeded episodes (the scoring protocol's evaluator)."""
-    from runners.evaluation import episode_seeds, evaluate
-
     result = evaluate(actor.act, lambda: gym.make(env_id(env_name)), episode_seeds(0, stream, n), n_parallel)
     return result.returns
 

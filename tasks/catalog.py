@@ -1,21 +1,73 @@
-"""The built-in tasks: the smoke task and the factory's locomotion datasets."""
+"""The built-in tasks: the smoke tasks, the factory's locomotion datasets, and the sim-to-real gap tasks.
+
+Sim-to-real tasks (H2O's setting) are named `<env>-<gap>-<dataset kind>-v0`, e.g.
+`halfcheetah-gravity2x-medium-replay-v0`: the real data is the factory dataset `<env>/<dataset kind>`, the real
+(evaluation) env is the v5 env, and the simulator is that env with the gap (tasks/dynamics_gap.py). A grid of the
+paper's gaps is listed; any other gap of the same form is made on request (`task_from_id`).
+"""
 
 from __future__ import annotations
 
+import re
+
+from algorithms.core.errors import CtrlbenchError
 from tasks import smoke
+from tasks.dynamics_gap import parse_gap
+from tasks.envs import DYNAMICS_GAP_ID, PENDULUM_COST_ID, suite_env_id
 from tasks.locomotion import ENVS, KINDS, dataset_id, task_id
-from tasks.registry import TaskSpec, register_task
+from tasks.spec import TaskSpec
 
-register_task(TaskSpec(
-    id="smoke-v0", dataset_id=smoke.DATASET_ID, env_id=smoke.ENV_ID, kind="offline", family="smoke",
-    build_command="ctrlbench datasets build smoke",
-    description="Pendulum-v1 swing-up from a mixed-quality controller; builds in seconds",
-))
+SIM_TO_REAL_GAPS = ("gravity2x", "friction0.3x", "jointnoise1.0")  # H2O's three gaps (paper, README)
+SIM_TO_REAL_KINDS = ("medium", "medium-replay", "medium-expert")  # H2O's real datasets
+_SIM_TO_REAL_ID = re.compile(rf"(?P<env>{'|'.join(ENVS)})-(?P<gap>.+?)-(?P<kind>{'|'.join(SIM_TO_REAL_KINDS)})-v0")
 
-for _env, _gym_id in ENVS.items():
-    for _kind in KINDS:
-        register_task(TaskSpec(
-            id=task_id(_env, _kind), dataset_id=dataset_id(_env, _kind), env_id=_gym_id, kind="offline",
-            family="locomotion", build_command=f"ctrlbench datasets build {_env} --kinds {_kind}",
-            description=f"{_gym_id}, D4RL-style {_kind} dataset built by the ctrlbench factory",
-        ))
+
+def sim_to_real_task(env: str, gap: str, kind: str) -> TaskSpec:
+    parsed = parse_gap(gap)  # one-line error on a bad gap
+    return TaskSpec(
+        id=f"{env}-{parsed.label}-{kind}-v0", dataset_id=dataset_id(env, kind), env_id=ENVS[env],
+        kind="sim-to-real", family="sim-to-real", train_env_id=suite_env_id(DYNAMICS_GAP_ID),
+        train_env_kwargs={"real_env_id": ENVS[env], "gap": parsed.label}, gap=parsed.describe(),
+        build_command=f"ctrlbench datasets build {env} --kinds {kind}",
+        description=f"{ENVS[env]} with the {kind} dataset as real data; simulator: {parsed.describe()}",
+    )
+
+
+def task_from_id(task_id: str) -> TaskSpec | None:
+    """A task that is not listed but whose id has a listed form (a sim-to-real task with another gap); None when
+    the id has no such form. A malformed gap is a one-line error."""
+    match = _SIM_TO_REAL_ID.fullmatch(task_id)
+    if match is None:
+        return None
+    try:
+        task = sim_to_real_task(match["env"], match["gap"], match["kind"])
+    except CtrlbenchError as e:
+        raise CtrlbenchError(f"task {task_id}: {e}") from None
+    return task if task.id == task_id else None  # "gravity2.0x" names the task "gravity2x"
+
+
+def builtin_tasks() -> list[TaskSpec]:
+    tasks = [TaskSpec(
+        id="smoke-v0", dataset_id=smoke.DATASET_ID, env_id=smoke.ENV_ID, kind="offline", family="smoke",
+        build_command="ctrlbench datasets build smoke",
+        description="Pendulum-v1 swing-up from a mixed-quality controller; builds in seconds",
+    ), TaskSpec(
+        id="smoke-sim-to-real-v0", dataset_id=smoke.DATASET_ID, env_id=smoke.ENV_ID, kind="sim-to-real",
+        family="smoke", train_env_id=smoke.ENV_ID, train_env_kwargs={"g": 20.0}, gap="gravity x2 (g = 20)",
+        build_command="ctrlbench datasets build smoke",
+        description="the smoke dataset as real data, a Pendulum-v1 simulator with twice the gravity; seconds",
+    ), TaskSpec(
+        id="smoke-safe-v0", dataset_id=smoke.DATASET_ID, env_id=suite_env_id(PENDULUM_COST_ID), kind="safe",
+        family="smoke", cost_limit=20.0, build_command="ctrlbench datasets build smoke",
+        description="Pendulum-v1 with cost 1 a step above 4 rad/s, budget 20 per episode; seconds",
+    )]
+    for env, gym_id in ENVS.items():
+        for kind in KINDS:
+            tasks.append(TaskSpec(
+                id=task_id(env, kind), dataset_id=dataset_id(env, kind), env_id=gym_id, kind="offline",
+                family="locomotion", build_command=f"ctrlbench datasets build {env} --kinds {kind}",
+                description=f"{gym_id}, D4RL-style {kind} dataset built by the ctrlbench factory",
+            ))
+    tasks += [sim_to_real_task(env, gap, kind)
+              for env in ENVS for gap in SIM_TO_REAL_GAPS for kind in SIM_TO_REAL_KINDS]
+    return tasks

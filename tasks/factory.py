@@ -31,10 +31,10 @@ import numpy as np
 from algorithms.core.errors import CtrlbenchError
 from algorithms.core.seeding import derive_seed
 from algorithms.core.threads import torch_threads
-from runners.evaluation import episode_seeds, evaluate
 from tasks.behavior import POLICIES_DIR, SquashedGaussianActor, file_sha256, load_actor
 from tasks.datasets import Episode, dataset_exists, write_minari_dataset
 from tasks.locomotion import KINDS, dataset_id, env_id
+from tasks.protocol import episode_seeds, evaluate
 
 N_ENVS = 10  # environments stepped together during collection (fixed: part of the recipe)
 REF_EPISODES = 100

@@ -15,8 +15,15 @@ from tests.conftest import TINY, run_cli
 RECORD_FIELDS = {
     "schema_version", "algorithm", "task", "seed", "config", "config_hash", "protocol", "dataset_id",
     "dataset_metadata_hash", "packages", "git_commit", "device", "wall_time_s", "updates_per_s", "curve",
-    "final", "best", "ref_min_score", "ref_max_score", "run_id", "status",
+    "final", "best", "ref_min_score", "ref_max_score", "run_id", "status", "env_steps", "metrics",
 }
+SMOKE_TASKS = {"offline": "smoke-v0", "sim-to-real": "smoke-sim-to-real-v0", "safe": "smoke-safe-v0"}
+PROBE = Path(__file__).parent / "fixtures" / "probe_algo.py"
+
+
+def smoke_task(algo: str) -> str:
+    """A smoke task of the first kind the algorithm supports that has one."""
+    return next(SMOKE_TASKS[k] for k in available()[algo].kinds if k in SMOKE_TASKS)
 
 
 def records(results: Path) -> list[dict]:
@@ -39,8 +46,8 @@ def test_tiny_run_writes_one_complete_record(algo: str, device: tuple[str, ...],
     CUDA graphs; the record names the device it ran on."""
     if "--cuda-graphs" in device and algo in GRAPHS_REFUSED:
         pytest.skip(f"{algo} refuses --cuda-graphs by design")
-    res = run_cli("run", "--algo", algo, "--task", "smoke-v0", "--seed", "1", *TINY, *EXTRA.get(algo, ()), *device,
-                  "--results", str(tmp_path), minari=minari_root)
+    res = run_cli("run", "--algo", algo, "--task", smoke_task(algo), "--seed", "1", *TINY, *EXTRA.get(algo, ()),
+                  *device, "--results", str(tmp_path), minari=minari_root)
     assert res.returncode == 0, res.stderr
     (record,) = records(tmp_path)
     assert set(record) >= RECORD_FIELDS
@@ -53,6 +60,30 @@ def test_tiny_run_writes_one_complete_record(algo: str, device: tuple[str, ...],
     assert record["final"]["score_mean"] == pytest.approx(expected)
     assert record["best"]["score_mean"] >= record["final"]["score_mean"]
     assert not list((tmp_path / "checkpoints").glob("*")), "a finished run leaves no checkpoint"
+
+
+@pytest.mark.parametrize("task", ["smoke-v0", "smoke-sim-to-real-v0", "smoke-safe-v0"])
+def test_every_kind_hands_the_algorithm_its_training_env_and_records_its_metrics(task: str, minari_root: Path,
+                                                                                 tmp_path: Path) -> None:
+    """The runner, not the algorithm, knows the kinds: env steps taken in update() are counted, a sim-to-real
+    algorithm steps the simulator while it is scored on the real env, and each kind adds its metrics block."""
+    res = run_cli("run", "--algo-module", str(PROBE), "--algo", "probe", "--task", task, *TINY,
+                  "--results", str(tmp_path), minari=minari_root)
+    assert res.returncode == 0, res.stderr
+    (record,) = records(tmp_path)
+    assert record["env_steps"] == 40 * 2 and record["final"]["env_steps"] == 80
+    assert [p["env_steps"] for p in record["curve"]] == [40]
+    assert record["metrics"]["kind"] == record["task_kind"]
+    gravity = record["last_metrics"]["train_env_gravity"]
+    if task == "smoke-sim-to-real-v0":
+        assert gravity == 20.0 and record["metrics"]["gap"] == "gravity x2 (g = 20)"
+    else:
+        assert gravity == 10.0
+    if task == "smoke-safe-v0":
+        costs = record["metrics"]["costs"]
+        assert len(costs) == 3 and record["metrics"]["cost_mean"] == pytest.approx(np.mean(costs))
+        assert record["final"]["cost_norm"] == pytest.approx(np.mean(costs) / 20.0)
+        assert "cost_mean" in record["curve"][0]
 
 
 def test_run_then_leaderboard_then_rerun_skips(minari_root: Path, tmp_path: Path) -> None:

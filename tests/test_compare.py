@@ -9,7 +9,7 @@ import pytest
 
 from algorithms.core.errors import CtrlbenchError
 from leaderboard.compare import compare, verdicts
-from runners.records import SCHEMA_VERSION
+from leaderboard.records import SCHEMA_VERSION
 from tests.conftest import run_cli
 
 

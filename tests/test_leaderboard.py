@@ -11,8 +11,8 @@ import pytest
 
 from algorithms.core.config import stable_hash
 from leaderboard.check import check, derive_bands, load_bands
+from leaderboard.records import IDENTITY_KEYS, load_records
 from leaderboard.report import README_END, README_START, update_readme, write_leaderboard
-from runners.records import IDENTITY_KEYS, load_records
 from tests.conftest import REPO, run_cli
 
 REGRESSION = REPO / "results" / "regression"
@@ -119,12 +119,34 @@ def test_regression_suite_reproduces_within_committed_bands(minari_root: Path, t
     assert res.returncode == 0, res.stdout + res.stderr
     verdict = run_cli("check", "--results", str(tmp_path), "--bands", str(REGRESSION / "bands.json"))
     assert verdict.returncode == 0, verdict.stdout
-    assert "9 within band" in verdict.stdout or "0 below, 0 without a band" in verdict.stdout
+    assert "9 within band" in verdict.stdout or "0 below or failed, 0 without a band" in verdict.stdout
 
 
 def test_check_defaults_to_the_committed_regression_suite() -> None:
     res = run_cli("check")
     assert res.returncode == 0 and "9 within band" in res.stdout, res.stdout + res.stderr
+
+
+def test_check_on_every_committed_record_judges_the_covered_ones_and_lists_the_rest() -> None:
+    """A fresh clone's `ctrlbench check --results results`: the regression records are judged, the learning-check
+    records are listed as not judged, and the check passes."""
+    res = run_cli("check", "--results", str(REPO / "results"))
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "9 within band" in res.stdout and "0 without a band" in res.stdout
+    assert "not judged td3_bc on walker2d-medium-v0" in res.stdout
+
+
+def test_a_covered_record_without_a_band_fails_and_an_uncovered_one_is_only_listed() -> None:
+    bands = load_bands(REGRESSION / "bands.json")
+    record = json.loads(sorted((REGRESSION / "runs").glob("bc*.json"))[0].read_text())
+    changed = {**record, "config_hash": "feedfacefeed", "config": {**record["config"], "lr": 1e-3}}
+    longer = {**record, "protocol": {**record["protocol"], "steps": 2000}, "config_hash": "0123456789ab"}
+    result = check([changed, longer], bands)
+    assert len(result.unbanded) == 1 and "config.lr: 0.0003 -> 0.001" in result.unbanded[0]
+    assert result.not_covered == ["bc on smoke-v0 at 2000 updates, config 0123456789ab: 1 runs"]
+    failed = {**record, "status": "failed", "error": "non-finite critic_loss = nan at update 40"}
+    assert check([failed], bands).failures == [f"bc on smoke-v0 seed {record['seed']}: the run failed "
+                                              "(non-finite critic_loss = nan at update 40)"]
 
 
 def test_records_below_results_are_all_found() -> None:

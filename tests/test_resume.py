@@ -9,8 +9,7 @@ import pytest
 
 from algorithms.core.checkpoint import load_checkpoint
 from algorithms.td3_bc import TD3BC
-from runners.records import checkpoint_path
-from runners.run import RunRequest, execute, prepare
+from runners.run import RunRequest, checkpoint_path, execute, prepare
 
 
 def request(results: Path) -> RunRequest:

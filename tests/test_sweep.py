@@ -20,8 +20,7 @@ import pytest
 from algorithms.core.checkpoint import save_checkpoint
 from algorithms.core.errors import CtrlbenchError
 from algorithms.core.io import atomic_write_json
-from runners.records import checkpoint_path
-from runners.run import resolve
+from runners.run import checkpoint_path, resolve
 from runners.run_lock import is_locked, run_lock
 from runners.sweep import (
     SweepSpec,

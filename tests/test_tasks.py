@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import gymnasium as gym
 import numpy as np
 import pytest
@@ -87,3 +89,33 @@ def test_corrupt_dataset_is_a_clear_error(tmp_path, monkeypatch) -> None:
 def test_unknown_task_lists_known_ones() -> None:
     with pytest.raises(CtrlbenchError, match=r"unknown task 'nope'; known tasks: .*smoke-v0"):
         get_task("nope")
+
+
+def test_sim_to_real_tasks_train_in_the_gapped_simulator_and_evaluate_on_the_real_env() -> None:
+    task = get_task("halfcheetah-gravity2x-medium-replay-v0")
+    assert task.kind == "sim-to-real" and task.dataset_id == "ctrlbench/halfcheetah/medium-replay-v0"
+    sim, real = task.make_train_env(), task.make_env()
+    assert sim.unwrapped.model.opt.gravity[2] == pytest.approx(-19.62)
+    assert real.unwrapped.model.opt.gravity[2] == pytest.approx(-9.81)
+    assert task.gap == "gravity x2 (sim)"
+    walker = get_task("walker2d-friction0.3x-medium-replay-v0").make_train_env()
+    assert walker.unwrapped.model.geom_friction[0, 0] == pytest.approx(0.3 * gym.make("Walker2d-v5").unwrapped
+                                                                        .model.geom_friction[0, 0])
+
+
+def test_a_sim_to_real_task_with_an_unlisted_gap_is_made_on_request() -> None:
+    task = get_task("hopper-gravity1.5x-medium-v0")
+    assert task.train_env_kwargs == {"real_env_id": "Hopper-v5", "gap": "gravity1.5x"}
+    assert task.make_train_env().unwrapped.model.opt.gravity[2] == pytest.approx(-1.5 * 9.81)
+
+
+@pytest.mark.parametrize(("task_id", "message"), [
+    ("halfcheetah-gravity0x-medium-v0", "task halfcheetah-gravity0x-medium-v0: gravity factor must be > 0"),
+    ("halfcheetah-gravity-2x-medium-v0", "gravity factor must be > 0, got -2"),
+    ("walker2d-wind2x-medium-replay-v0", "unknown dynamics gap 'wind2x'"),
+    ("hopper-jointnoise-1-medium-v0", "joint noise sigma must be >= 0"),
+])
+def test_bad_sim_to_real_parameters_are_one_line_errors(task_id: str, message: str) -> None:
+    with pytest.raises(CtrlbenchError, match=re.escape(message)) as err:
+        get_task(task_id)
+    assert "\n" not in str(err.value)

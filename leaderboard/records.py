@@ -1,4 +1,9 @@
-"""Result records: one JSON file per run under `<results>/runs/`, written atomically."""
+"""Result records: one JSON file per run under `<results>/runs/`, written atomically.
+
+The schema lives here, below both its writer (runners/run.py) and its readers (leaderboard/), so neither imports
+the other's layer for it. Besides the shared fields (DESIGN.md, "Results"), every record carries `env_steps`
+(0 for offline methods) and `metrics`, its task kind's block from the scoring protocol (tasks/protocol.py).
+"""
 
 from __future__ import annotations
 
@@ -23,11 +28,6 @@ def record_path(results_dir: Path, rid: str) -> Path:
     return results_dir / "runs" / f"{rid}.json"
 
 
-def checkpoint_path(checkpoint_dir: Path, rid: str) -> Path:
-    """A run's resumable checkpoint. Run ids hash the whole config, so one folder can serve many results folders."""
-    return checkpoint_dir / f"{rid}.pt"
-
-
 def load_records(results_dir: str | Path) -> list[dict[str, Any]]:
     """Every record under `<results>/runs/` and under any `runs/` folder below `<results>` (e.g. the committed
     `results/regression/runs/`); an unreadable file or an unknown schema is an error."""
@@ -38,6 +38,9 @@ def load_records(results_dir: str | Path) -> list[dict[str, Any]]:
         if record.get("schema_version") != SCHEMA_VERSION:
             raise CtrlbenchError(f"result record {path} has schema {record.get('schema_version')}, "
                                  f"expected {SCHEMA_VERSION}")
+        # Records written before the per-kind block existed are all offline runs, whose block names only the kind
+        # (an additive field: the schema and so every run id stay as they were).
+        record.setdefault("metrics", {"kind": record.get("task_kind", "offline")})
         records.append(record)
     return records
 
