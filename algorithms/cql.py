@@ -106,7 +106,8 @@ def conservative_gap(critic: EnsembleQ, actor: TanhGaussianActor, batch: Batch, 
     return (ood - q_data).clamp(cfg.cql_clip_diff_min, cfg.cql_clip_diff_max).mean(dim=1)
 
 
-@register("cql", kinds=("offline",))
+# On a sim-to-real task: the real data alone, never the simulator (H2O's real-only baseline).
+@register("cql", kinds=("offline", "sim-to-real"))
 class CQL(Algorithm):
     Config = CQLConfig
 

@@ -110,7 +110,8 @@ def actor_loss(actor: nn.Module, batch: Batch, u: torch.Tensor, beta: float, max
     return (weights * per_sample).mean()
 
 
-@register("iql", kinds=("offline",))
+# On a sim-to-real task: the real data alone, never the simulator (H2O's real-only baseline).
+@register("iql", kinds=("offline", "sim-to-real"))
 class IQL(Algorithm):
     Config = IQLConfig
 
