@@ -4,6 +4,11 @@ Sim-to-real tasks (H2O's setting) are named `<env>-<gap>-<dataset kind>-v0`, e.g
 `halfcheetah-gravity2x-medium-replay-v0`: the real data is the factory dataset `<env>/<dataset kind>`, the real
 (evaluation) env is the v5 env, and the simulator is that env with the gap (tasks/dynamics_gap.py). A grid of the
 paper's gaps is listed; any other gap of the same form is made on request (`task_from_id`).
+
+Safe tasks are named `<robot>-velocity-k<kappa>-v0`, e.g. `hopper-velocity-k40-v0`: Safety-Gymnasium's velocity-v1
+cost on the gymnasium MuJoCo v4 robot (tasks/velocity_cost.py), an episode cost budget kappa (OSRL: 20, 40, 80
+listed, any kappa >= 0 on request), and DSRL's reward normalization constants (MIN/MAX_EPISODE_REWARD of its
+velocity datasets, ../shared/reference/safe_and_morl.md A2): the normalized reward is comparable with DSRL's.
 """
 
 from __future__ import annotations
@@ -13,12 +18,18 @@ import re
 from algorithms.core.errors import CtrlbenchError
 from tasks import smoke
 from tasks.dynamics_gap import parse_gap
-from tasks.envs import DYNAMICS_GAP_ID, PENDULUM_COST_ID, suite_env_id
+from tasks.envs import DYNAMICS_GAP_ID, PENDULUM_COST_ID, VELOCITY_ID, suite_env_id
 from tasks.locomotion import ENVS, KINDS, dataset_id, task_id
+from tasks.protocol import check_budget
 from tasks.spec import TaskSpec
+from tasks.velocity_cost import CORE_ROBOTS, COST_BUDGETS, ROBOTS
 
 SIM_TO_REAL_GAPS = ("gravity2x", "friction0.3x", "jointnoise1.0")  # H2O's three gaps (paper, README)
 SIM_TO_REAL_KINDS = ("medium", "medium-replay", "medium-expert")  # H2O's real datasets
+# DSRL's (r_min, r_max) of its velocity datasets (dsrl/infos.py): the safe tasks' reward normalization
+DSRL_REWARD_RANGE = {"hopper": (37.05, 1911.40), "halfcheetah": (5.75, 2806.93), "walker2d": (18.67, 3418.22),
+                     "ant": (6.15, 2976.28), "swimmer": (0.071, 238.96)}
+_VELOCITY_ID = re.compile(r"(?P<robot>[a-z0-9]+)-velocity-k(?P<kappa>[^-]+|-[^-]+)-v0")
 _SIM_TO_REAL_ID = re.compile(rf"(?P<env>{'|'.join(ENVS)})-(?P<gap>.+?)-(?P<kind>{'|'.join(SIM_TO_REAL_KINDS)})-v0")
 
 
@@ -33,17 +44,38 @@ def sim_to_real_task(env: str, gap: str, kind: str) -> TaskSpec:
     )
 
 
+def velocity_task(robot: str, kappa: float) -> TaskSpec:
+    if robot not in DSRL_REWARD_RANGE:
+        raise CtrlbenchError(f"unknown velocity robot {robot!r}; known: {', '.join(DSRL_REWARD_RANGE)}")
+    kappa = check_budget(kappa)
+    ref_min, ref_max = DSRL_REWARD_RANGE[robot]
+    base = ROBOTS[robot]
+    return TaskSpec(
+        id=f"{robot}-velocity-k{kappa:g}-v0", dataset_id=None, env_id=suite_env_id(VELOCITY_ID),
+        env_kwargs={"robot": robot}, kind="safe", family="velocity", cost_limit=kappa, ref_min_score=ref_min,
+        ref_max_score=ref_max,
+        description=f"{base.v4} with cost 1 a step above {base.threshold} m/s "
+                    f"({'signed x' if base.rule == 'x' else 'xy'} velocity), budget {kappa:g} per episode",
+    )
+
+
 def task_from_id(task_id: str) -> TaskSpec | None:
-    """A task that is not listed but whose id has a listed form (a sim-to-real task with another gap); None when
-    the id has no such form. A malformed gap is a one-line error."""
-    match = _SIM_TO_REAL_ID.fullmatch(task_id)
-    if match is None:
-        return None
+    """A task that is not listed but whose id has a listed form (a sim-to-real task with another gap, a velocity
+    task with another budget); None when the id has no such form. A bad parameter is a one-line error."""
     try:
-        task = sim_to_real_task(match["env"], match["gap"], match["kind"])
+        if (match := _SIM_TO_REAL_ID.fullmatch(task_id)) is not None:
+            task = sim_to_real_task(match["env"], match["gap"], match["kind"])
+        elif (match := _VELOCITY_ID.fullmatch(task_id)) is not None:
+            try:
+                kappa = float(match["kappa"])
+            except ValueError:
+                raise CtrlbenchError(f"cannot read the cost budget {match['kappa']!r} as a number") from None
+            task = velocity_task(match["robot"], kappa)
+        else:
+            return None
     except CtrlbenchError as e:
         raise CtrlbenchError(f"task {task_id}: {e}") from None
-    return task if task.id == task_id else None  # "gravity2.0x" names the task "gravity2x"
+    return task if task.id == task_id else None  # one name per task: "gravity2.0x" is "gravity2x", "k40.0" "k40" if task.id == task_id else None  # "gravity2.0x" names the task "gravity2x"
 
 
 def builtin_tasks() -> list[TaskSpec]:
@@ -70,4 +102,5 @@ def builtin_tasks() -> list[TaskSpec]:
             ))
     tasks += [sim_to_real_task(env, gap, kind)
               for env in ENVS for gap in SIM_TO_REAL_GAPS for kind in SIM_TO_REAL_KINDS]
+    tasks += [velocity_task(robot, kappa) for robot in CORE_ROBOTS for kappa in COST_BUDGETS]
     return tasks

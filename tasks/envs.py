@@ -9,6 +9,7 @@ from __future__ import annotations
 import gymnasium as gym
 
 from tasks.dynamics_gap import make_sim_env
+from tasks.velocity_cost import make_velocity_env
 
 PENDULUM_COST_ID = "ctrlbench/PendulumSpeedCost-v1"
 PENDULUM_SPEED_LIMIT = 4.0  # rad/s; a swing-up passes it, a hanging or balanced pendulum does not
@@ -50,3 +51,10 @@ def make_dynamics_gap_env(real_env_id: str, gap: str, **env_kwargs) -> gym.Env:
 if DYNAMICS_GAP_ID not in gym.registry:
     # the real env's own TimeLimit is kept inside; the checker would only see the real env again
     gym.register(DYNAMICS_GAP_ID, entry_point=make_dynamics_gap_env, disable_env_checker=True)
+
+
+VELOCITY_ID = "ctrlbench/Velocity-v1"  # Safety-Gymnasium's velocity-v1 rule on a robot (kwarg `robot`)
+
+if VELOCITY_ID not in gym.registry:
+    # the base env's own TimeLimit (1000) and checker are kept inside
+    gym.register(VELOCITY_ID, entry_point=make_velocity_env, disable_env_checker=True)

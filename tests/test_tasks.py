@@ -119,3 +119,27 @@ def test_bad_sim_to_real_parameters_are_one_line_errors(task_id: str, message: s
     with pytest.raises(CtrlbenchError, match=re.escape(message)) as err:
         get_task(task_id)
     assert "\n" not in str(err.value)
+
+
+def test_velocity_tasks_are_safe_tasks_with_the_budget_in_their_id() -> None:
+    task = get_task("halfcheetah-velocity-k40-v0")
+    assert task.kind == "safe" and task.cost_limit == 40.0 and task.dataset_id is None
+    assert (task.ref_min_score, task.ref_max_score) == (5.75, 2806.93)  # DSRL's normalization constants
+    env = task.make_env()
+    assert env.observation_space.shape == (17,) and env.spec.max_episode_steps == 1000
+    env.reset(seed=0)
+    env.unwrapped.set_state(env.unwrapped.init_qpos, env.unwrapped.init_qvel + np.eye(9)[0] * 10.0)  # fast forward
+    *_, info = env.step(np.zeros(6, np.float32))
+    assert info["cost"] == 1.0 and info["velocity"] > 3.2096
+    assert get_task("swimmer-velocity-k25-v0").cost_limit == 25.0  # any budget on request
+
+
+@pytest.mark.parametrize(("task_id", "message"), [
+    ("hopper-velocity-k-5-v0", "task hopper-velocity-k-5-v0: cost budget kappa must be a finite number >= 0"),
+    ("robot-velocity-k40-v0", "unknown velocity robot 'robot'; known: hopper, halfcheetah, walker2d, ant, swimmer"),
+    ("hopper-velocity-kmany-v0", "cannot read the cost budget 'many' as a number"),
+])
+def test_bad_velocity_task_parameters_are_one_line_errors(task_id: str, message: str) -> None:
+    with pytest.raises(CtrlbenchError, match=re.escape(message)) as err:
+        get_task(task_id)
+    assert "\n" not in str(err.value)
