@@ -12,8 +12,11 @@ H2O learns from a small real dataset and an imperfect simulator at once. Follows
               residual.  L_D = mean[-log P_real[0] - log P_sim[1]] for each.
   dynamics ratio (no gradient, per sim sample):
               w(s, a, s') = P_sas[0] P_sa[1] / (P_sas[1] P_sa[0]) ~ p_real(s'|s,a) / p_sim(s'|s,a), clipped to [1e-5, 1]
-  gap estimate (no gradient, per sim sample): with s'_j = s'_sim + N(0, diag(std_real)^2), j = 1..10,
-              u(s, a) = clip(mean_j log(1 / w(s, a, s'_j)), 1e-45, 10) ~ KL(p_sim || p_real),  omega = u / sum_batch u
+  gap estimate (no gradient, per sim sample): with s'_j = s'_sim + N(0, diag(std)^2), j = 1..10,
+              u(s, a) = clip(mean_j log(1 / w(s, a, s'_j)), 1e-45, 10) ~ KL(p_sim || p_real),  omega = u / sum_batch u;
+              std is the official code's: taken over its whole buffer when it is made, the N real states and the
+              10 N zero rows reserved for the sim part, + 1e-3 (`gap_noise_std`; 0.3-0.4x the real states' own std
+              on halfcheetah medium-replay). The paper's text suggests the data's std; the code is what H2O ran.
   SAC (algorithms/core/sac.py; no entropy term in the backup, learnable log-std scale/offset, auto temperature)
   on a batch of 128 real + 128 sim transitions:
               actor and temperature over the states of both halves;
@@ -66,7 +69,8 @@ class H2OConfig(SACConfig):  # batch 256, lrs 3e-4, gamma 0.99, tau 5e-3, 2x256,
     ratio_min: float = 1e-5  # the dynamics ratio w is clipped to [ratio_min, ratio_max]
     ratio_max: float = 1.0
     gap_samples: int = 10  # perturbed next states per sim sample in the gap estimate u
-    gap_noise_ratio: float = 1.0  # their noise std, in units of the real data's per-dimension state std
+    gap_noise_ratio: float = 1.0  # their noise std, in units of `gap_noise_std` (H2O's s_prime_std_ratio)
+    gap_noise_padding: float = 10.0  # that std is over the real states and this many x N zero rows (H2O's buffer)
     gap_min: float = 1e-45  # u is clipped to [gap_min, gap_max]
     gap_max: float = 10.0
     penalty_weight: float = 0.01  # beta, the weight of the dynamics-gap penalty (H2O's cql_min_q_weight)
@@ -82,6 +86,7 @@ class H2OConfig(SACConfig):  # batch 256, lrs 3e-4, gamma 0.99, tau 5e-3, 2x256,
         require(0.0 < self.real_fraction < 1.0, "real_fraction must be in (0, 1)")
         require(self.discriminator_lr > 0 and self.discriminator_batch > 0, "discriminator lr and batch must be > 0")
         require(self.discriminator_noise >= 0 and self.gap_noise_ratio >= 0, "noise stds must be >= 0")
+        require(self.gap_noise_padding >= 0, "gap_noise_padding must be >= 0")
         require(0.0 < self.ratio_min <= self.ratio_max, "need 0 < ratio_min <= ratio_max")
         require(0.0 < self.gap_min <= self.gap_max, "need 0 < gap_min <= gap_max")
         require(self.gap_samples >= 1, "gap_samples must be >= 1")
@@ -143,6 +148,17 @@ def gap_estimate(d_sa: nn.Module, d_sas: nn.Module, sim: Batch, state_std: torch
     return (-log_dynamics_ratio(log_sa, log_sas)).reshape(-1, n).mean(dim=1).clamp(low, high)
 
 
+def gap_noise_std(states: np.ndarray, padding: float, eps: float = 1e-3) -> np.ndarray:
+    """Per-dimension std of the N states followed by padding x N zero rows, + eps: what t6-thu/H2O's perturbation
+    std is (`MixedReplayBuffer.normalize_states` runs once, over the real data and the still-empty sim part).
+    padding = 0 gives the states' own std (+ eps)."""
+    x = states.astype(np.float64)
+    total = len(x) * (1.0 + padding)
+    mean = x.sum(axis=0) / total
+    var = (((x - mean) ** 2).sum(axis=0) + padding * len(x) * mean**2) / total
+    return (np.sqrt(var) + eps).astype(np.float32)
+
+
 def gap_penalty(q_sim: torch.Tensor, q_real: torch.Tensor, u: torch.Tensor, temperature: float, clip: float
                 ) -> torch.Tensor:
     """Per critic member (n,): clip(T logsumexp_sim((Q_i(s,a) + log omega) / T) - mean_real Q_i(s,a), +-clip),
@@ -183,7 +199,8 @@ class H2O(Algorithm):
         super().__init__(config, ctx)
         data = ctx.require_dataset("h2o")
         self.real = DeviceSampler(data, self.device, ctx.seed)  # raw states: H2O normalizes nothing
-        self.state_std = torch.as_tensor(data.observations.std(axis=0), device=self.device) * config.gap_noise_ratio
+        self.state_std = torch.as_tensor(gap_noise_std(data.observations, config.gap_noise_padding),
+                                         device=self.device) * config.gap_noise_ratio
         self.stepper = EnvStepper.for_context(ctx, 1, "h2o")
         # FIFO of sim_buffer_ratio x the dataset, but never more rows than this run can collect
         capacity = min(int(config.sim_buffer_ratio * len(data)), ctx.total_updates + config.initial_sim_steps)

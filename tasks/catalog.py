@@ -75,7 +75,7 @@ def task_from_id(task_id: str) -> TaskSpec | None:
             return None
     except CtrlbenchError as e:
         raise CtrlbenchError(f"task {task_id}: {e}") from None
-    return task if task.id == task_id else None  # one name per task: "gravity2.0x" is "gravity2x", "k40.0" "k40" if task.id == task_id else None  # "gravity2.0x" names the task "gravity2x"
+    return task if task.id == task_id else None  # one name per task: "gravity2.0x" is "gravity2x", "k40.0" "k40"
 
 
 def builtin_tasks() -> list[TaskSpec]:

@@ -22,6 +22,7 @@ from algorithms.h2o import (
     discriminator_losses,
     dynamics_ratio,
     gap_estimate,
+    gap_noise_std,
     gap_penalty,
 )
 from tests.algo_helpers import tiny_context, tiny_dataset
@@ -83,6 +84,13 @@ def test_gap_estimate_perturbs_the_next_state_by_the_given_std() -> None:
     assert noise[..., 0].abs().max() == 0.0
     assert noise[..., 1].std().item() == pytest.approx(1.0, rel=0.05)
     assert noise[..., 2].std().item() == pytest.approx(5.0, rel=0.05)
+
+
+def test_gap_noise_std_is_the_official_buffers_std_over_real_states_and_reserved_zero_rows() -> None:
+    x = np.random.default_rng(0).normal(3.0, 2.0, (500, 4)).astype(np.float32)
+    padded = np.vstack([x, np.zeros((5000, 4))]).std(axis=0) + 1e-3
+    np.testing.assert_allclose(gap_noise_std(x, padding=10.0), padded, rtol=1e-5)
+    np.testing.assert_allclose(gap_noise_std(x, padding=0.0), x.std(axis=0) + 1e-3, rtol=1e-5)
 
 
 def test_penalty_is_a_weighted_soft_maximum_over_sim_minus_the_real_mean() -> None:
