@@ -16,7 +16,10 @@ extends it (`protocol_for`):
   (DSRL); a policy is safe iff it is <= 1;
 - `multi-objective`: the policy is evaluated once per weight w of the task's grid on the same episodes, `act`
   receiving w; the vector returns are kept per weight, and the scalar return is the linear utility w.R averaged
-  over the grid (expected utility of the evaluated policies).
+  over the grid (expected utility of the evaluated policies). The front is the non-dominated set of the
+  per-weight mean vector returns; its hypervolume (against the task's reference point; points that do not
+  dominate it add nothing and are counted), expected utility max_v w.v over the grid, and cardinality are
+  recorded (tasks/pareto.py).
 A protocol gives the fields every record shares (`summary`) and its kind's own block (`metrics`).
 """
 
@@ -33,6 +36,7 @@ import numpy as np
 from algorithms.core.errors import CtrlbenchError
 from algorithms.core.seeding import derive_seed
 from algorithms.core.threads import torch_threads
+from tasks import pareto
 from tasks.spec import TaskSpec
 
 FINAL_STREAM = 0  # seeds of the final evaluation episodes
@@ -228,10 +232,18 @@ class MultiObjectiveProtocol(ScoringProtocol):
         return np.einsum("wd,wnd->wn", self.weights, result.returns).mean(axis=0)
 
     def metrics(self, result: EvalResult) -> dict[str, Any]:
-        return {**super().metrics(result), "weights": self.weights.tolist(),
-                "vector_returns": result.returns.mean(axis=1).tolist(),  # (n_weights, reward_dim)
-                "expected_utility": float(self.episode_returns(result).mean()),
-                "eval_discount": self.task.eval_discount}
+        points = result.returns.mean(axis=1)  # (n_weights, reward_dim): one point per weight
+        front = pareto.pareto_front(points)
+        metrics = {**super().metrics(result), "weights": self.weights.tolist(), "vector_returns": points.tolist(),
+                   "front": front.tolist(), "cardinality": len(front),
+                   "expected_utility": pareto.expected_utility(front, self.weights),
+                   "eval_discount": self.task.eval_discount}
+        if self.task.reference_point:
+            ref = np.asarray(self.task.reference_point, dtype=np.float64)
+            inside = front[np.all(front > ref, axis=1)]
+            metrics |= {"reference_point": ref.tolist(), "points_below_reference": len(front) - len(inside),
+                        "hypervolume": pareto.hypervolume(inside, ref) if len(inside) else 0.0}
+        return metrics
 
 
 PROTOCOLS: dict[str, type[ScoringProtocol]] = {

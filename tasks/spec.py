@@ -34,6 +34,7 @@ class TaskSpec:
     reward_dim: int = 1
     cost_limit: float | None = None  # safe: the episode cost budget kappa
     preference_weights: tuple[tuple[float, ...], ...] = ()  # multi-objective: the evaluation weight grid
+    reference_point: tuple[float, ...] = ()  # multi-objective: the hypervolume's reference point (one per objective)
     eval_discount: float = 1.0  # discount of the evaluation returns (multi-objective protocols use 0.99)
     description: str = ""
 
@@ -47,6 +48,8 @@ class TaskSpec:
                 raise ValueError(f"task {self.id}: a multi-objective task needs reward_dim >= 2 and a weight grid")
             if any(len(w) != self.reward_dim for w in self.preference_weights):
                 raise ValueError(f"task {self.id}: every preference weight needs {self.reward_dim} entries")
+            if self.reference_point and len(self.reference_point) != self.reward_dim:
+                raise ValueError(f"task {self.id}: the reference point needs {self.reward_dim} entries")
         if not 0.0 < self.eval_discount <= 1.0:
             raise ValueError(f"task {self.id}: eval_discount must be in (0, 1]")
 

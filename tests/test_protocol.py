@@ -148,7 +148,7 @@ def mo_task(weights: tuple[tuple[float, ...], ...] = ((1.0, 0.0), (0.5, 0.5), (0
                      entry_point=lambda: TwoObjectivePendulum(gym.make("Pendulum-v1")))
     return TaskSpec(id="mo", dataset_id=None, env_id="test/TwoObjectivePendulum-v0", kind="multi-objective",
                     reward_dim=2, preference_weights=weights, eval_discount=0.99, ref_min_score=-1000.0,
-                    ref_max_score=0.0)
+                    ref_max_score=0.0, reference_point=(-2000.0, -100.0))
 
 
 def test_multi_objective_protocol_evaluates_every_weight_on_the_same_episodes() -> None:
@@ -169,7 +169,11 @@ def test_multi_objective_protocol_evaluates_every_weight_on_the_same_episodes() 
     np.testing.assert_allclose(protocol.episode_returns(result), utility)
     metrics = protocol.metrics(result)
     assert metrics["vector_returns"] == result.returns.mean(axis=1).tolist()
-    assert metrics["expected_utility"] == pytest.approx(utility.mean()) and metrics["eval_discount"] == 0.99
+    points = result.returns.mean(axis=1)
+    eum = np.mean([max(w @ p for p in points) for w in protocol.weights])  # the front's best point per weight
+    assert metrics["expected_utility"] == pytest.approx(eum) and metrics["eval_discount"] == 0.99
+    assert metrics["cardinality"] == len(metrics["front"]) <= 3
+    assert metrics["hypervolume"] > 0 and metrics["points_below_reference"] == 0
 
 
 def test_a_weight_grid_of_the_wrong_length_is_refused() -> None:
