@@ -55,7 +55,7 @@ from algorithms.core.nets import adam, mlp
 from algorithms.core.online import EnvStepper
 from algorithms.core.registry import register
 from algorithms.core.replay import ReplayBuffer
-from algorithms.core.sac import CriticTerm, SACConfig, SACCore
+from algorithms.core.sac import CriticTerm, Explorer, SACConfig, SACCore
 
 
 @dataclass
@@ -206,6 +206,7 @@ class H2O(Algorithm):
         capacity = min(int(config.sim_buffer_ratio * len(data)), ctx.total_updates + config.initial_sim_steps)
         self.sim = ReplayBuffer(max(capacity, config.batch_size), ctx.obs_dim, ctx.act_dim, self.device, ctx.seed + 1)
         self.sac = SACCore(ctx, config)
+        self.explorer = Explorer(self.sac, ctx.action_space, self.device)
         hidden = config.discriminator_hidden
         self.d_sa = Discriminator(ctx.obs_dim + ctx.act_dim, hidden).to(self.device)
         self.d_sas = Discriminator(2 * ctx.obs_dim + ctx.act_dim, hidden).to(self.device)
@@ -214,13 +215,10 @@ class H2O(Algorithm):
         self.n_real = round(config.batch_size * config.real_fraction)
         self.n_sim = config.batch_size - self.n_real
 
-    def explore(self, obs: np.ndarray) -> np.ndarray:
-        """Sim rollouts sample the current policy (H2O: `deterministic=False`)."""
-        return self.sac.act(self.obs_tensor(obs), deterministic=False).cpu().numpy()
-
     def simulate(self, steps: int) -> None:
+        """Sim rollouts sample the current policy (H2O: `deterministic=False`), never uniform actions."""
         for _ in range(steps):
-            t = self.stepper.step(self.explore)
+            t = self.stepper.step(self.explorer.sample)
             self.sim.add(t.obs, t.act, t.rew, t.next_obs, t.terminated)
 
     def discriminator_step(self) -> dict[str, torch.Tensor]:

@@ -26,7 +26,7 @@ from algorithms.core.contract import AlgoContext, Algorithm
 from algorithms.core.online import EnvStepper
 from algorithms.core.registry import register
 from algorithms.core.replay import ReplayBuffer
-from algorithms.core.sac import SACConfig, SACCore
+from algorithms.core.sac import Explorer, SACConfig, SACCore
 
 
 @dataclass
@@ -51,23 +51,12 @@ class SAC(Algorithm):
         self.stepper = EnvStepper.for_context(ctx, config.n_envs, "sac")
         self.sac = SACCore(ctx, config)
         self.buffer = ReplayBuffer(config.buffer_size, ctx.obs_dim, ctx.act_dim, self.device, ctx.seed)
-        self.low = torch.as_tensor(ctx.action_space.low, dtype=torch.float32).reshape(-1)
-        self.high = torch.as_tensor(ctx.action_space.high, dtype=torch.float32).reshape(-1)
-
-    def random_actions(self, obs: np.ndarray) -> np.ndarray:
-        """Uniform over the action box, from torch's global generator (which the runner checkpoints)."""
-        u = torch.rand(len(obs), self.low.numel())
-        return (self.low + (self.high - self.low) * u).numpy()
-
-    def explore(self, obs: np.ndarray) -> np.ndarray:
-        """A sample of the current policy (rollouts are stochastic, as H2O's and SimpleSAC's)."""
-        return self.sac.act(self.obs_tensor(obs), deterministic=False).cpu().numpy()
+        self.explorer = Explorer(self.sac, ctx.action_space, self.device)
 
     def update(self) -> dict[str, torch.Tensor | float]:
         cfg = self.config
         self.step += 1
-        warming_up = self.stepper.env_steps < cfg.learning_starts
-        t = self.stepper.step(self.random_actions if warming_up else self.explore)
+        t = self.stepper.step(self.explorer.policy(self.stepper.env_steps < cfg.learning_starts))
         self.buffer.add(t.obs, t.act, t.rew, t.next_obs, t.terminated)
         metrics: dict[str, torch.Tensor | float] = dict(self.stepper.metrics())
         if self.stepper.env_steps >= cfg.learning_starts and len(self.buffer) >= cfg.batch_size:

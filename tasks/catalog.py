@@ -5,6 +5,9 @@ Sim-to-real tasks (H2O's setting) are named `<env>-<gap>-<dataset kind>-v0`, e.g
 (evaluation) env is the v5 env, and the simulator is that env with the gap (tasks/dynamics_gap.py). A grid of the
 paper's gaps is listed; any other gap of the same form is made on request (`task_from_id`).
 
+Offline-to-online tasks are named `<env>-medium-finetune-v0`: the factory's medium dataset for pretraining, the
+v5 env (the evaluation env too) for fine-tuning.
+
 Safe tasks are named `<robot>-velocity-k<kappa>-v0`, e.g. `hopper-velocity-k40-v0`: Safety-Gymnasium's velocity-v1
 cost on the gymnasium MuJoCo v4 robot (tasks/velocity_cost.py), an episode cost budget kappa (OSRL: 20, 40, 80
 listed, any kappa >= 0 on request), and DSRL's reward normalization constants (MIN/MAX_EPISODE_REWARD of its
@@ -41,6 +44,15 @@ def sim_to_real_task(env: str, gap: str, kind: str) -> TaskSpec:
         train_env_kwargs={"real_env_id": ENVS[env], "gap": parsed.label}, gap=parsed.describe(),
         build_command=f"ctrlbench datasets build {env} --kinds {kind}",
         description=f"{ENVS[env]} with the {kind} dataset as real data; simulator: {parsed.describe()}",
+    )
+
+
+def finetune_task(env: str, kind: str = "medium") -> TaskSpec:
+    """Offline-to-online: pretrain on the factory's dataset, fine-tune in the same v5 env (DPPO's setting)."""
+    return TaskSpec(
+        id=f"{env}-{kind}-finetune-v0", dataset_id=dataset_id(env, kind), env_id=ENVS[env], kind="offline-to-online",
+        family="offline-to-online", build_command=f"ctrlbench datasets build {env} --kinds {kind}",
+        description=f"pretrain on the {kind} dataset, then fine-tune online in {ENVS[env]}",
     )
 
 
@@ -103,4 +115,5 @@ def builtin_tasks() -> list[TaskSpec]:
     tasks += [sim_to_real_task(env, gap, kind)
               for env in ENVS for gap in SIM_TO_REAL_GAPS for kind in SIM_TO_REAL_KINDS]
     tasks += [velocity_task(robot, kappa) for robot in CORE_ROBOTS for kappa in COST_BUDGETS]
+    tasks += [finetune_task(env) for env in ENVS]
     return tasks

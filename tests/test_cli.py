@@ -32,6 +32,8 @@ def records(results: Path) -> list[dict]:
 
 EXTRA = {"spot": ("--vae-steps", "10"),  # reach the TD3 phase inside the tiny budget
          "sac": ("--learning-starts", "10", "--batch-size", "8"),  # reach gradient steps inside it
+         "sac_lag": ("--learning-starts", "10", "--batch-size", "8"),
+         "cal": ("--learning-starts", "10", "--batch-size", "8", "--utd-ratio", "1"),
          "h2o": ("--initial-sim-steps", "20"), "h2o_naive_mix": ("--initial-sim-steps", "20")}
 GRAPHS_REFUSED = {"spot"}  # its VAE phase then TD3 phase break a fixed replay period (README)
 ON_GPU = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]

@@ -22,6 +22,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import gymnasium as gym
+import numpy as np
 import torch
 from torch import nn
 
@@ -29,6 +31,7 @@ from algorithms.core.config import require
 from algorithms.core.contract import AlgoContext
 from algorithms.core.data import Batch
 from algorithms.core.nets import EnsembleQ, Polyak, TanhGaussianActor, VectorizedLinear, adam, frozen
+from algorithms.core.online import Policy
 
 
 @dataclass
@@ -219,3 +222,24 @@ class SACCore:
         with torch.no_grad():
             self.log_alpha.copy_(state["log_alpha"])
 
+
+class Explorer:
+    """Uniform actions over the box while warming up (from torch's global generator, which the runner checkpoints),
+    then samples of the SAC core's current policy (rollouts are stochastic, as algorithms/sac.py's)."""
+
+    def __init__(self, core: SACCore, action_space: gym.spaces.Box, device: torch.device) -> None:
+        self.core = core
+        self.device = device
+        self.low = torch.as_tensor(action_space.low, dtype=torch.float32).reshape(-1)
+        self.high = torch.as_tensor(action_space.high, dtype=torch.float32).reshape(-1)
+
+    def uniform(self, obs: np.ndarray) -> np.ndarray:
+        u = torch.rand(len(obs), self.low.numel())
+        return (self.low + (self.high - self.low) * u).numpy()
+
+    def sample(self, obs: np.ndarray) -> np.ndarray:
+        obs_t = torch.as_tensor(np.asarray(obs, dtype=np.float32), device=self.device)
+        return self.core.act(obs_t, deterministic=False).cpu().numpy()
+
+    def policy(self, warming_up: bool) -> Policy:
+        return self.uniform if warming_up else self.sample
