@@ -104,6 +104,10 @@ def builtin_tasks() -> list[TaskSpec]:
         id="smoke-safe-v0", dataset_id=smoke.DATASET_ID, env_id=suite_env_id(PENDULUM_COST_ID), kind="safe",
         family="smoke", cost_limit=20.0, build_command="ctrlbench datasets build smoke",
         description="Pendulum-v1 with cost 1 a step above 4 rad/s, budget 20 per episode; seconds",
+    ), TaskSpec(
+        id="smoke-finetune-v0", dataset_id=smoke.DATASET_ID, env_id=smoke.ENV_ID, kind="offline-to-online",
+        family="smoke", build_command="ctrlbench datasets build smoke",
+        description="pretrain on the smoke dataset, fine-tune in Pendulum-v1; seconds",
     )]
     for env, gym_id in ENVS.items():
         for kind in KINDS:

@@ -17,7 +17,8 @@ RECORD_FIELDS = {
     "dataset_metadata_hash", "packages", "git_commit", "device", "wall_time_s", "updates_per_s", "curve",
     "final", "best", "ref_min_score", "ref_max_score", "run_id", "status", "env_steps", "metrics",
 }
-SMOKE_TASKS = {"offline": "smoke-v0", "sim-to-real": "smoke-sim-to-real-v0", "safe": "smoke-safe-v0"}
+SMOKE_TASKS = {"offline": "smoke-v0", "sim-to-real": "smoke-sim-to-real-v0", "safe": "smoke-safe-v0",
+               "offline-to-online": "smoke-finetune-v0"}
 PROBE = Path(__file__).parent / "fixtures" / "probe_algo.py"
 
 
@@ -66,7 +67,7 @@ def test_tiny_run_writes_one_complete_record(algo: str, device: tuple[str, ...],
     assert not list((tmp_path / "checkpoints").glob("*")), "a finished run leaves no checkpoint"
 
 
-@pytest.mark.parametrize("task", ["smoke-v0", "smoke-sim-to-real-v0", "smoke-safe-v0"])
+@pytest.mark.parametrize("task", ["smoke-v0", "smoke-sim-to-real-v0", "smoke-safe-v0", "smoke-finetune-v0"])
 def test_every_kind_hands_the_algorithm_its_training_env_and_records_its_metrics(task: str, minari_root: Path,
                                                                                  tmp_path: Path) -> None:
     """The runner, not the algorithm, knows the kinds: env steps taken in update() are counted, a sim-to-real

@@ -88,7 +88,8 @@ def test_the_score_is_the_normalized_mean_return() -> None:
 
 
 def test_each_kind_has_its_protocol() -> None:
-    kinds = {"smoke-v0": ScoringProtocol, "smoke-safe-v0": SafeProtocol, "smoke-sim-to-real-v0": SimToRealProtocol}
+    kinds = {"smoke-v0": ScoringProtocol, "smoke-safe-v0": SafeProtocol, "smoke-sim-to-real-v0": SimToRealProtocol,
+             "smoke-finetune-v0": ScoringProtocol}
     for task_id, cls in kinds.items():
         assert type(protocol_for(get_task(task_id), 0.0, 1.0)) is cls
 
