@@ -9,6 +9,7 @@ from pathlib import Path
 
 from algorithms.core.io import atomic_write_text
 from leaderboard import figures, html
+from leaderboard.safe import is_safe_record, safe_markdown, safe_runs_frame, safe_task_stats
 from leaderboard.table import (
     aggregate_stats,
     curves_frame,
@@ -34,9 +35,13 @@ def write_leaderboard(results_dir: str | Path, out_dir: str | Path, algos: Seque
     """Markdown, CSV (and Parquet when pyarrow is there), PNG/SVG figures and a static HTML page."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    records = select_records(results_dir, algos, tasks, kinds)
+    selected = select_records(results_dir, algos, tasks, kinds)
+    safe_runs = safe_runs_frame(selected)  # safe tasks have their own table: reward counts only within budget
+    records = [r for r in selected if not is_safe_record(r)]
     runs = runs_frame(records)
-    markdown = markdown_table(runs, reps=reps)
+    markdown = markdown_table(runs, reps=reps) if records or safe_runs.empty else ""
+    if not safe_runs.empty:
+        markdown = "\n\n".join(part for part in (markdown, safe_markdown(safe_runs)) if part)
     report = Report(markdown)
 
     def text(name: str, content: str) -> None:
@@ -44,6 +49,9 @@ def write_leaderboard(results_dir: str | Path, out_dir: str | Path, algos: Seque
         report.files.append(out / name)
 
     text("leaderboard.md", markdown + "\n")
+    if not safe_runs.empty:
+        text("safe_runs.csv", safe_runs.to_csv(index=False))
+        text("safe_per_task.csv", safe_task_stats(safe_runs).to_csv(index=False))
     if runs.empty:
         return report
     per_task = per_task_stats(runs)
