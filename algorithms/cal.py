@@ -62,27 +62,21 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 from torch import nn
 
 from algorithms.core.config import require
-from algorithms.core.contract import AlgoContext, Algorithm
+from algorithms.core.contract import AlgoContext
 from algorithms.core.data import Batch
 from algorithms.core.lagrangian import CostCritic, LagrangeMultiplier, cost_td_target, task_budget
 from algorithms.core.nets import EnsembleQ, VectorizedLinear
-from algorithms.core.online import EnvStepper
 from algorithms.core.registry import register
-from algorithms.core.replay import ReplayBuffer
-from algorithms.core.sac import ActorTerm, Critic, Explorer, SACConfig, SACCore
+from algorithms.core.sac import ActorTerm, Critic, OnlineSAC, OnlineSACConfig
 
 
 @dataclass
-class CALConfig(SACConfig):  # lrs 3e-4, gamma 0.99, tau 5e-3, 2x256, log alpha 0, target entropy -|A|: CAL's values
+class CALConfig(OnlineSACConfig):  # lrs 3e-4, gamma 0.99, tau 5e-3, 2x256, log alpha 0, H -|A|: CAL's values
     batch_size: int = 12  # transitions per gradient step (CAL arguments.py:55 policy_train_batch_size)
-    learning_starts: int = 5000  # environment steps of uniform random actions before the first gradient step
-    buffer_size: int = 1_000_000  # replay capacity in transitions (FIFO)
-    n_envs: int = 1  # training environments stepped together; each update adds n_envs transitions
     utd_ratio: int = 10  # gradient steps per environment step (CAL num_train_repeat; README: 20 for HalfCheetah)
     target_update_period: int = 2  # Polyak steps after repeats i = 0, p, 2p, ... of each update (CAL: 2)
     ensemble_size: int = 8  # E, cost critics in the ensemble (CAL README: 8 on MuJoCo; arguments.py: 4)
@@ -97,9 +91,6 @@ class CALConfig(SACConfig):  # lrs 3e-4, gamma 0.99, tau 5e-3, 2x256, log alpha 
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        require(self.learning_starts >= 0, "learning_starts must be >= 0")
-        require(self.buffer_size >= self.batch_size, "buffer_size must be at least batch_size")
-        require(self.n_envs >= 1, "n_envs must be >= 1")
         require(self.utd_ratio >= 1, "utd_ratio must be >= 1")
         require(self.target_update_period >= 1, "target_update_period must be >= 1")
         require(self.ensemble_size >= 1, "ensemble_size must be >= 1")
@@ -162,32 +153,23 @@ def constraint_term(cost_critic: Critic, k: float, lam: torch.Tensor, rect: torc
 
 
 @register("cal", kinds=("safe",))
-class CAL(Algorithm):
+class CAL(OnlineSAC):
     Config = CALConfig
 
     def __init__(self, config: CALConfig, ctx: AlgoContext) -> None:
-        super().__init__(config, ctx)
-        self.stepper = EnvStepper.for_context(ctx, config.n_envs, "cal")
+        super().__init__(config, ctx, costs=True)
         self.budget, self.horizon = task_budget(ctx, self.stepper.envs, config.cost_discount, config.episode_length,
                                                 "cal")
-        self.sac = SACCore(ctx, config)
         cost_q = cost_ensemble(ctx.obs_dim, ctx.act_dim, config.hidden, config.ensemble_size).to(self.device)
         self.cost = CostCritic(cost_q, config.cost_critic_lr, config.tau)
         self.lagrange = LagrangeMultiplier(config.lambda_init, config.lambda_lr, log_space=True, device=self.device)
-        self.buffer = ReplayBuffer(config.buffer_size, ctx.obs_dim, ctx.act_dim, self.device, ctx.seed, costs=True)
-        self.explorer = Explorer(self.sac, ctx.action_space, self.device)
 
-    def update(self) -> dict[str, torch.Tensor | float]:
+    def train(self) -> dict[str, torch.Tensor]:
+        """`utd_ratio` gradient steps per environment step, each on its own batch; the last one's metrics."""
         cfg = self.config
-        self.step += 1
-        t = self.stepper.step(self.explorer.policy(self.stepper.env_steps < cfg.learning_starts))
-        self.buffer.add(t.obs, t.act, t.rew, t.next_obs, t.terminated, t.cost)
-        metrics: dict[str, torch.Tensor | float] = dict(self.stepper.metrics())
-        if self.stepper.env_steps >= cfg.learning_starts and len(self.buffer) >= cfg.batch_size:
-            for i in range(cfg.utd_ratio * cfg.n_envs):
-                step_metrics = self.gradient_step(self.buffer.sample(cfg.batch_size),
-                                                  update_targets=i % cfg.target_update_period == 0)
-            metrics |= step_metrics  # the last gradient step's
+        for i in range(cfg.utd_ratio * cfg.n_envs):
+            metrics = self.gradient_step(self.buffer.sample(cfg.batch_size),
+                                         update_targets=i % cfg.target_update_period == 0)
         return metrics
 
     def gradient_step(self, batch: Batch, update_targets: bool) -> dict[str, torch.Tensor]:
@@ -212,6 +194,3 @@ class CAL(Algorithm):
             self.cost.update_target()
         metrics |= {"cost_estimate": ucb_data.mean(), "cost_budget": self.budget, "rect": rect}
         return metrics
-
-    def act(self, obs: np.ndarray, weight: np.ndarray | None = None) -> np.ndarray:
-        return self.sac.act(self.obs_tensor(obs), deterministic=True).cpu().numpy()

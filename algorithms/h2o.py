@@ -66,13 +66,13 @@ class H2OConfig(SACConfig):  # batch 256, lrs 3e-4, gamma 0.99, tau 5e-3, 2x256,
     discriminator_hidden: tuple[int, ...] = (256, 256)  # hidden widths of both discriminators
     discriminator_batch: int = 256  # real and sim transitions (each) of a discriminator step
     discriminator_noise: float = 0.1  # std of the Gaussian noise on s, a, s' of the discriminators' inputs
-    ratio_min: float = 1e-5  # the dynamics ratio w is clipped to [ratio_min, ratio_max]
-    ratio_max: float = 1.0
+    ratio_min: float = 1e-5  # lower clip of the dynamics ratio w
+    ratio_max: float = 1.0  # upper clip of the dynamics ratio w
     gap_samples: int = 10  # perturbed next states per sim sample in the gap estimate u
     gap_noise_ratio: float = 1.0  # their noise std, in units of `gap_noise_std` (H2O's s_prime_std_ratio)
     gap_noise_padding: float = 10.0  # that std is over the real states and this many x N zero rows (H2O's buffer)
-    gap_min: float = 1e-45  # u is clipped to [gap_min, gap_max]
-    gap_max: float = 10.0
+    gap_min: float = 1e-45  # lower clip of the gap estimate u
+    gap_max: float = 10.0  # upper clip of the gap estimate u
     penalty_weight: float = 0.01  # beta, the weight of the dynamics-gap penalty (H2O's cql_min_q_weight)
     penalty_temperature: float = 1.0  # temperature of the penalty's logsumexp
     penalty_clip: float = 1000.0  # the penalty's difference is clipped to +-penalty_clip

@@ -16,52 +16,15 @@ States and rewards are used raw (no normalization). Evaluation acts with max_act
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
-import numpy as np
 import torch
 
-from algorithms.core.config import require
-from algorithms.core.contract import AlgoContext, Algorithm
-from algorithms.core.online import EnvStepper
 from algorithms.core.registry import register
-from algorithms.core.replay import ReplayBuffer
-from algorithms.core.sac import Explorer, SACConfig, SACCore
-
-
-@dataclass
-class SACOnlineConfig(SACConfig):  # batch, lrs, gamma, tau, widths, temperature: the SAC core's defaults
-    learning_starts: int = 5000  # environment steps of uniform random actions before the first gradient step
-    buffer_size: int = 1_000_000  # replay capacity in transitions (FIFO)
-    n_envs: int = 1  # training environments stepped together; each update adds n_envs transitions
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        require(self.learning_starts >= 0, "learning_starts must be >= 0")
-        require(self.buffer_size >= self.batch_size, "buffer_size must be at least batch_size")
-        require(self.n_envs >= 1, "n_envs must be >= 1")
+from algorithms.core.sac import OnlineSAC, OnlineSACConfig
 
 
 @register("sac", kinds=("sim-to-real", "safe"))
-class SAC(Algorithm):
-    Config = SACOnlineConfig
+class SAC(OnlineSAC):
+    Config = OnlineSACConfig  # batch, lrs, gamma, tau, widths, temperature, warm-up, replay: the core's defaults
 
-    def __init__(self, config: SACOnlineConfig, ctx: AlgoContext) -> None:
-        super().__init__(config, ctx)
-        self.stepper = EnvStepper.for_context(ctx, config.n_envs, "sac")
-        self.sac = SACCore(ctx, config)
-        self.buffer = ReplayBuffer(config.buffer_size, ctx.obs_dim, ctx.act_dim, self.device, ctx.seed)
-        self.explorer = Explorer(self.sac, ctx.action_space, self.device)
-
-    def update(self) -> dict[str, torch.Tensor | float]:
-        cfg = self.config
-        self.step += 1
-        t = self.stepper.step(self.explorer.policy(self.stepper.env_steps < cfg.learning_starts))
-        self.buffer.add(t.obs, t.act, t.rew, t.next_obs, t.terminated)
-        metrics: dict[str, torch.Tensor | float] = dict(self.stepper.metrics())
-        if self.stepper.env_steps >= cfg.learning_starts and len(self.buffer) >= cfg.batch_size:
-            metrics |= self.sac.step(self.buffer.sample(cfg.batch_size))
-        return metrics
-
-    def act(self, obs: np.ndarray, weight: np.ndarray | None = None) -> np.ndarray:
-        return self.sac.act(self.obs_tensor(obs), deterministic=True).cpu().numpy()
+    def train(self) -> dict[str, torch.Tensor]:
+        return self.sac.step(self.buffer.sample(self.config.batch_size))

@@ -46,25 +46,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 
 from algorithms.core.config import require
-from algorithms.core.contract import AlgoContext, Algorithm
+from algorithms.core.contract import AlgoContext
 from algorithms.core.data import Batch
 from algorithms.core.lagrangian import CostCritic, LagrangeMultiplier, cost_td_target, task_budget
 from algorithms.core.nets import EnsembleQ
-from algorithms.core.online import EnvStepper
 from algorithms.core.registry import register
-from algorithms.core.replay import ReplayBuffer
-from algorithms.core.sac import ActorTerm, Critic, Explorer, SACConfig, SACCore, h2o_critic_init_
+from algorithms.core.sac import ActorTerm, Critic, OnlineSAC, OnlineSACConfig, h2o_critic_init_
 
 
 @dataclass
-class SACLagConfig(SACConfig):  # batch, lrs, gamma, tau, widths, temperature: the SAC core's defaults
-    learning_starts: int = 5000  # environment steps of uniform random actions before the first gradient step
-    buffer_size: int = 1_000_000  # replay capacity in transitions (FIFO)
-    n_envs: int = 1  # training environments stepped together; each update adds n_envs transitions
+class SACLagConfig(OnlineSACConfig):  # batch, lrs, gamma, tau, widths, temperature, replay: the SAC core's
     cost_critic_lr: float = 3e-4  # Adam learning rate of the cost critic Q_c
     lambda_init: float = 0.0  # initial Lagrange multiplier lambda (>= 0; OmniSafe velocity configs: 0.001)
     lambda_lr: float = 3e-4  # Adam learning rate of lambda (projected onto lambda >= 0 after each step)
@@ -72,9 +66,6 @@ class SACLagConfig(SACConfig):  # batch, lrs, gamma, tau, widths, temperature: t
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        require(self.learning_starts >= 0, "learning_starts must be >= 0")
-        require(self.buffer_size >= self.batch_size, "buffer_size must be at least batch_size")
-        require(self.n_envs >= 1, "n_envs must be >= 1")
         require(self.cost_critic_lr > 0 and self.lambda_lr > 0, "learning rates must be positive")
         require(self.lambda_init >= 0, "lambda_init must be >= 0")
         require(self.episode_length is None or self.episode_length > 0, "episode_length must be positive")
@@ -91,30 +82,19 @@ def lagrangian_term(cost_critic: Critic, lam: torch.Tensor) -> ActorTerm:
 
 
 @register("sac_lag", kinds=("safe",))
-class SACLag(Algorithm):
+class SACLag(OnlineSAC):
     Config = SACLagConfig
 
     def __init__(self, config: SACLagConfig, ctx: AlgoContext) -> None:
-        super().__init__(config, ctx)
-        self.stepper = EnvStepper.for_context(ctx, config.n_envs, "sac_lag")
+        super().__init__(config, ctx, costs=True)
         self.budget, self.horizon = task_budget(ctx, self.stepper.envs, config.discount, config.episode_length,
                                                 "sac_lag")
-        self.sac = SACCore(ctx, config)
         cost_q = h2o_critic_init_(EnsembleQ(ctx.obs_dim, ctx.act_dim, config.hidden, n=1)).to(self.device)
         self.cost = CostCritic(cost_q, config.cost_critic_lr, config.tau)
         self.lagrange = LagrangeMultiplier(config.lambda_init, config.lambda_lr, log_space=False, device=self.device)
-        self.buffer = ReplayBuffer(config.buffer_size, ctx.obs_dim, ctx.act_dim, self.device, ctx.seed, costs=True)
-        self.explorer = Explorer(self.sac, ctx.action_space, self.device)
 
-    def update(self) -> dict[str, torch.Tensor | float]:
-        cfg = self.config
-        self.step += 1
-        t = self.stepper.step(self.explorer.policy(self.stepper.env_steps < cfg.learning_starts))
-        self.buffer.add(t.obs, t.act, t.rew, t.next_obs, t.terminated, t.cost)
-        metrics: dict[str, torch.Tensor | float] = dict(self.stepper.metrics())
-        if self.stepper.env_steps >= cfg.learning_starts and len(self.buffer) >= cfg.batch_size:
-            metrics |= self.gradient_step(self.buffer.sample(cfg.batch_size))
-        return metrics
+    def train(self) -> dict[str, torch.Tensor]:
+        return self.gradient_step(self.buffer.sample(self.config.batch_size))
 
     def gradient_step(self, batch: Batch) -> dict[str, torch.Tensor]:
         lam = self.lagrange.value
@@ -128,6 +108,3 @@ class SACLag(Algorithm):
         metrics["cost_estimate"] = cost_estimate
         metrics["cost_budget"] = self.budget
         return metrics
-
-    def act(self, obs: np.ndarray, weight: np.ndarray | None = None) -> np.ndarray:
-        return self.sac.act(self.obs_tensor(obs), deterministic=True).cpu().numpy()

@@ -16,6 +16,7 @@ from algorithms.core.online import EnvStepper
 from algorithms.core.registry import get_algorithm
 from algorithms.core.replay import ReplayBuffer
 from algorithms.core.sac import (
+    OnlineSACConfig,
     SACConfig,
     SACCore,
     actor_loss,
@@ -23,7 +24,7 @@ from algorithms.core.sac import (
     soft_td_target,
     temperature_loss,
 )
-from algorithms.sac import SAC, SACOnlineConfig
+from algorithms.sac import SAC
 from tests.algo_helpers import hand_batch, params, same
 from tests.test_td3_bc import constant_critic
 
@@ -306,19 +307,19 @@ def test_core_init_and_update_order() -> None:
 
 def test_config_validation_and_registration() -> None:
     with pytest.raises(ValueError):
-        SACOnlineConfig(tau=0.0)
+        OnlineSACConfig(tau=0.0)
     with pytest.raises(ValueError):
-        SACOnlineConfig(batch_size=64, buffer_size=32)
+        OnlineSACConfig(batch_size=64, buffer_size=32)
     with pytest.raises(ValueError):
         SACConfig(alpha_lr=0.0)
     cls = get_algorithm("sac")
     assert cls is SAC and set(cls.kinds) == {"sim-to-real", "safe"}
-    assert SACOnlineConfig().backup_entropy and SACOnlineConfig().target_entropy is None
+    assert OnlineSACConfig().backup_entropy and OnlineSACConfig().target_entropy is None
 
 
 def test_sac_end_to_end_and_resume() -> None:
     torch.manual_seed(0)
-    cfg = SACOnlineConfig(learning_starts=100, batch_size=32, hidden=(32, 32), buffer_size=1000)
+    cfg = OnlineSACConfig(learning_starts=100, batch_size=32, hidden=(32, 32), buffer_size=1000)
     algo = SAC(cfg, pendulum_context())
     first = algo.update()
     assert "critic_loss" not in first  # warming up: no gradient step yet
@@ -353,7 +354,7 @@ def test_sac_learns_pendulum() -> None:
     torch.set_num_threads(1)
     try:
         torch.manual_seed(0)
-        algo = SAC(SACOnlineConfig(learning_starts=1000), pendulum_context(seed=0))
+        algo = SAC(OnlineSACConfig(learning_starts=1000), pendulum_context(seed=0))
         for _ in range(10_000):
             algo.update()
     finally:

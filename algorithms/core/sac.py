@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import math
+from abc import abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -28,10 +29,11 @@ import torch
 from torch import nn
 
 from algorithms.core.config import require
-from algorithms.core.contract import AlgoContext
+from algorithms.core.contract import AlgoContext, Algorithm
 from algorithms.core.data import Batch
 from algorithms.core.nets import EnsembleQ, Polyak, TanhGaussianActor, VectorizedLinear, adam, frozen
-from algorithms.core.online import Policy
+from algorithms.core.online import EnvStepper, Policy
+from algorithms.core.replay import ReplayBuffer
 
 
 @dataclass
@@ -243,3 +245,50 @@ class Explorer:
 
     def policy(self, warming_up: bool) -> Policy:
         return self.uniform if warming_up else self.sample
+
+
+@dataclass
+class OnlineSACConfig(SACConfig):
+    """The fields of a SAC-family method that collects its own experience; its config subclasses this."""
+
+    learning_starts: int = 5000  # environment steps of uniform random actions before the first gradient step
+    buffer_size: int = 1_000_000  # replay capacity in transitions (FIFO)
+    n_envs: int = 1  # training environments stepped together; each update adds n_envs transitions
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        require(self.learning_starts >= 0, "learning_starts must be >= 0")
+        require(self.buffer_size >= self.batch_size, "buffer_size must be at least batch_size")
+        require(self.n_envs >= 1, "n_envs must be >= 1")
+
+
+class OnlineSAC(Algorithm):
+    """The loop every online SAC-family method shares (SAC, SAC-Lagrangian, CAL): each `update()` takes one
+    vectorized step of the training envs (uniform actions for the first `learning_starts` env steps, then samples of
+    the policy) into a FIFO replay buffer, then, once `learning_starts` steps and a batch are stored, the method's
+    own `train()`. Evaluation acts with max_action tanh(mean)."""
+
+    def __init__(self, config: OnlineSACConfig, ctx: AlgoContext, costs: bool = False) -> None:
+        super().__init__(config, ctx)
+        self.stepper = EnvStepper.for_context(ctx, config.n_envs, self.name)
+        self.sac = SACCore(ctx, config)
+        self.buffer = ReplayBuffer(config.buffer_size, ctx.obs_dim, ctx.act_dim, self.device, ctx.seed, costs=costs)
+        self.explorer = Explorer(self.sac, ctx.action_space, self.device)
+
+    def update(self) -> dict[str, torch.Tensor | float]:
+        cfg = self.config
+        self.step += 1
+        t = self.stepper.step(self.explorer.policy(self.stepper.env_steps < cfg.learning_starts))
+        self.buffer.add(t.obs, t.act, t.rew, t.next_obs, t.terminated, t.cost if self.buffer.costs is not None
+                        else None)
+        metrics: dict[str, torch.Tensor | float] = dict(self.stepper.metrics())
+        if self.stepper.env_steps >= cfg.learning_starts and len(self.buffer) >= cfg.batch_size:
+            metrics |= self.train()
+        return metrics
+
+    @abstractmethod
+    def train(self) -> dict[str, torch.Tensor]:
+        """The method's gradient step(s) on batches from `self.buffer`."""
+
+    def act(self, obs: np.ndarray, weight: np.ndarray | None = None) -> np.ndarray:
+        return self.sac.act(self.obs_tensor(obs), deterministic=True).cpu().numpy()
