@@ -7,6 +7,8 @@ the other's layer for it. Besides the shared fields (DESIGN.md, "Results"), ever
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -28,21 +30,94 @@ def record_path(results_dir: Path, rid: str) -> Path:
     return results_dir / "runs" / f"{rid}.json"
 
 
-def load_records(results_dir: str | Path) -> list[dict[str, Any]]:
-    """Every record under `<results>/runs/` and under any `runs/` folder below `<results>` (e.g. the committed
-    `results/regression/runs/`); an unreadable file or an unknown schema is an error."""
-    root = Path(results_dir)
+def failure_path(results_dir: Path, rid: str) -> Path:
+    """A failed run's record: its error, never a score (`ctrlbench run` and `sweep` write it, a later success
+    removes it)."""
+    return results_dir / "failed" / f"{rid}.json"
+
+
+# what every record holds, and what a finished (status "ok") record adds: what the readers index without a check
+RECORD_KEYS = ("algorithm", "task", "seed", "config_hash", "protocol", "status")
+SCORE_KEYS = ("final", "best", "curve")
+FIX = "remove it, or restore it from git or a backup"
+
+
+def _problem(record: Any) -> str | None:
+    """Why a parsed JSON file is not a record of this schema, or None when it is one."""
+    if not isinstance(record, dict):
+        return f"is not a record (a JSON {type(record).__name__}, not an object)"
+    if record.get("schema_version") != SCHEMA_VERSION:
+        return f"has schema {record.get('schema_version')!r}, expected {SCHEMA_VERSION} (written by another version)"
+    missing = [k for k in RECORD_KEYS if k not in record]
+    if "protocol" in record and (not isinstance(record["protocol"], dict) or "steps" not in record["protocol"]):
+        missing.append("protocol.steps")
+    if record.get("status") == "ok":
+        missing += [k for k in SCORE_KEYS if k not in record]
+        for key in ("final", "best"):
+            if key in record and not isinstance((record[key] if isinstance(record[key], dict) else {})
+                                                .get("score_mean"), (int, float)):
+                missing.append(f"{key}.score_mean")
+    return f"is not a complete record (it lacks {', '.join(dict.fromkeys(missing))})" if missing else None
+
+
+def read_record(path: Path) -> dict[str, Any]:
+    """One record, checked against the schema; a corrupt or foreign file is a one-line error naming it."""
+    record = read_json(path, "result record")
+    problem = _problem(record)
+    if problem:
+        raise CtrlbenchError(f"result record {path} {problem}; {FIX}")
+    # Records written before the per-kind block existed are all offline runs, whose block names only the kind
+    # (an additive field: the schema and so every run id stay as they were).
+    record.setdefault("metrics", {"kind": record.get("task_kind", "offline")})
+    return record
+
+
+def warn_stderr(message: str) -> None:
+    sys.stderr.write(f"ctrlbench: warning: {message}\n")
+
+
+def _read_all(paths: list[Path], warn: Callable[[str], None]) -> list[dict[str, Any]]:
     records = []
-    for path in sorted(set(root.glob("runs/*.json")) | set(root.glob("**/runs/*.json"))):
-        record = read_json(path, "result record")
-        if record.get("schema_version") != SCHEMA_VERSION:
-            raise CtrlbenchError(f"result record {path} has schema {record.get('schema_version')}, "
-                                 f"expected {SCHEMA_VERSION}")
-        # Records written before the per-kind block existed are all offline runs, whose block names only the kind
-        # (an additive field: the schema and so every run id stay as they were).
-        record.setdefault("metrics", {"kind": record.get("task_kind", "offline")})
-        records.append(record)
+    for path in paths:
+        try:
+            records.append(read_record(path))
+        except CtrlbenchError as e:  # one bad file never hides the others: reported, skipped, the rest counted
+            warn(f"skipped: {e}")
     return records
+
+
+def load_records(results_dir: str | Path, warn: Callable[[str], None] = warn_stderr) -> list[dict[str, Any]]:
+    """Every record under `<results>/runs/` and under any `runs/` folder below `<results>` (e.g. the committed
+    `results/regression/runs/`). A corrupt or foreign file (not JSON, another schema, fields missing) is skipped
+    with one line to `warn` naming it and why."""
+    root = Path(results_dir)
+    return _read_all(sorted(set(root.glob("runs/*.json")) | set(root.glob("**/runs/*.json"))), warn)
+
+
+def load_failures(results_dir: str | Path, warn: Callable[[str], None] = warn_stderr) -> list[dict[str, Any]]:
+    """The failure records under `<results>/failed/` (and any `failed/` below it) of runs with no record under
+    `runs/`: status "failed", never a score. Failure records too old to name their config (and so their cell) are
+    left out silently; a corrupt one is skipped with a warning."""
+    root = Path(results_dir)
+    paths = sorted(set(root.glob("failed/*.json")) | set(root.glob("**/failed/*.json")))
+    recorded = {p.stem for p in root.glob("**/runs/*.json")}
+    failures = []
+    for path in paths:
+        if path.stem in recorded:  # it failed once, then succeeded: the record is what counts
+            continue
+        try:
+            data = read_json(path, "failure record")
+        except CtrlbenchError as e:
+            warn(f"skipped: {e}")
+            continue
+        if isinstance(data, dict) and "schema_version" not in data:
+            continue  # an older sweep's failure: it names no config to judge it by
+        problem = _problem(data)
+        if problem or data.get("status") == "ok":
+            warn(f"skipped: failure record {path} {problem or 'holds a score'}; {FIX}")
+            continue
+        failures.append(data)
+    return failures
 
 
 def identity(record: dict[str, Any]) -> dict[str, Any]:

@@ -163,8 +163,19 @@ def cmd_leaderboard(argv: list[str]) -> int:
         except ValueError as e:
             raise CtrlbenchError(str(e)) from None
     print(report.markdown)
+    _note_failures(args.results)
     print(f"\nwrote {len(report.files)} files to {(args.out or args.results / 'leaderboard')}")
     return 0
+
+
+def _note_failures(results: Path) -> None:
+    """One line naming the failed runs below `results`: never a score, but a reader of the table should know."""
+    from leaderboard.records import load_failures
+
+    failed = load_failures(results)
+    if failed:
+        names = ", ".join(r["run_id"] for r in failed[:5]) + (f" and {len(failed) - 5} more" if len(failed) > 5 else "")
+        print(f"\nnot scored: {len(failed)} failed run(s), recorded under failed/: {names}")
 
 
 def cmd_datasets(argv: list[str]) -> int:
@@ -263,16 +274,16 @@ def cmd_sweep(argv: list[str]) -> int:
         raise CtrlbenchError("--threads must be >= 1")
     spec = SweepSpec(**values)
     if args.status:
-        print_states(run_states(spec))
+        print_states(run_states(spec), out=sys.stdout)
         return 0
     results = run_sweep(spec, workers=args.workers, backend=args.backend, address=args.address,
-                        gpus_per_run=args.gpus_per_run, threads=args.threads)
-    return summarize(results)
+                        gpus_per_run=args.gpus_per_run, threads=args.threads, out=sys.stdout)
+    return summarize(results, out=sys.stdout)  # today's stdout, not the one bound when sweep.py was imported
 
 
 def cmd_check(argv: list[str]) -> int:
     from leaderboard.check import DEFAULT_MARGIN, check, load_bands, write_bands
-    from leaderboard.records import load_records
+    from leaderboard.records import load_failures, load_records
 
     parser = _Parser(prog="ctrlbench check", description="Fail when a score drops below its reference band.")
     parser.add_argument("--results", type=Path, default=Path("results/regression"),
@@ -289,7 +300,7 @@ def cmd_check(argv: list[str]) -> int:
         bands = write_bands(args.results, args.bands, args.margin)
         print(f"wrote {len(bands['bands'])} bands to {args.bands}")
         return 0
-    records = load_records(args.results)
+    records = load_records(args.results) + load_failures(args.results)  # a failed run in a covered cell fails
     if not records:
         raise CtrlbenchError(f"no records under {args.results / 'runs'} to check")
     result = check(records, load_bands(args.bands))
@@ -326,6 +337,7 @@ def cmd_beats(argv: list[str]) -> int:
     if not comparisons:
         raise CtrlbenchError(f"no algorithm under {args.results} shares a task and budget with {args.baseline}")
     print(report(comparisons, args.baseline, args.min_tasks, args.min_seeds))
+    _note_failures(args.results)
     return 0 if all(verdicts(comparisons, args.min_tasks, args.min_seeds).values()) else 1
 
 
@@ -354,6 +366,11 @@ def main(argv: list[str] | None = None) -> int:
         return COMMANDS[argv[0]](argv[1:])
     except CtrlbenchError as e:
         sys.stderr.write(f"ctrlbench: error: {e}\n")
+        return 1
+    except OSError as e:  # a file system fault no command foresaw (a full disk, a read-only folder): still one line
+        from algorithms.core.io import os_error_message
+
+        sys.stderr.write(f"ctrlbench: error: {os_error_message(e)}\n")
         return 1
     except KeyboardInterrupt:
         sys.stderr.write("ctrlbench: interrupted; finished records are kept, a restarted run resumes "

@@ -67,8 +67,12 @@ def _list(args: argparse.Namespace) -> int:
         if not t.dataset_id:
             continue
         if dataset_exists(t.dataset_id):
-            meta = read_metadata(t.dataset_id)
-            state = f"built: {meta['total_episodes']} episodes, {meta['total_steps']} steps"
+            try:
+                meta = read_metadata(t.dataset_id)
+                state = f"built: {meta['total_episodes']} episodes, {meta['total_steps']} steps"
+            except (OSError, ValueError, KeyError, TypeError) as e:  # one bad dataset never hides the list
+                state = (f"corrupt: metadata.json cannot be read ({type(e).__name__}); "
+                         f"rebuild it with `{t.build_command} --overwrite`")
         else:
             state = f"not built ({t.build_command})"
         print(f"{t.dataset_id:36s} task {t.id:28s} {state}")

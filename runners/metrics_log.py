@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import csv
-import os
+import io
 from pathlib import Path
 from typing import Any
+
+from algorithms.core.io import atomic_write_text
 
 
 class MetricsLog:
@@ -50,13 +52,12 @@ class MetricsLog:
             return list(reader.fieldnames or []) or None, list(reader)
 
     def _write(self, fields: list[str], rows: list[dict[str, Any]]) -> None:
-        """Replace the file atomically with `rows` under the header `fields`."""
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        with tmp.open("w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=fields)
-            writer.writeheader()
-            writer.writerows(rows)
-        os.replace(tmp, self.path)
+        """Replace the file atomically with `rows` under the header `fields` (a failed write leaves no temp file)."""
+        text = io.StringIO(newline="")
+        writer = csv.DictWriter(text, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(rows)
+        atomic_write_text(self.path, text.getvalue())
         self.fields = fields
 
     def close(self) -> None:

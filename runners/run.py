@@ -9,7 +9,6 @@ time (runners/run_lock.py); a second one stops at once with a one-line error.
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from collections.abc import Callable
@@ -23,16 +22,17 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from algorithms.core.checkpoint import FIX as CHECKPOINT_FIX
 from algorithms.core.checkpoint import load_checkpoint, save_checkpoint
 from algorithms.core.config import build_config, config_to_dict, stable_hash, task_overrides
 from algorithms.core.contract import AlgoContext, Algorithm
 from algorithms.core.errors import CtrlbenchError
 from algorithms.core.graphs import updater
-from algorithms.core.io import atomic_write_json
+from algorithms.core.io import StorageError, atomic_write_json, check_writable_dir, os_error_message
 from algorithms.core.registry import get_algorithm, overrides_file
 from algorithms.core.seeding import capture_rng_state, restore_rng_state, seed_everything
 from leaderboard.provenance import device_name, git_commit, package_versions
-from leaderboard.records import SCHEMA_VERSION, record_path, recorded_metadata, run_id
+from leaderboard.records import SCHEMA_VERSION, failure_path, read_record, record_path, recorded_metadata, run_id
 from runners.metrics_log import MetricsLog
 from runners.run_lock import run_lock
 from tasks.datasets import dataset_metadata, load_transitions
@@ -176,30 +176,136 @@ def _checked_policy(algo: Algorithm, run: str) -> WeightedPolicy:
     return policy
 
 
-def _check_finite(metrics: dict[str, Any], step: int, run: str) -> dict[str, float]:
+def _check_finite(metrics: dict[str, Any], step: int, run: str, last_check: int = 0) -> dict[str, float]:
+    """The metrics as floats; a NaN or inf stops the run, naming the metric, its value and the update."""
     values = {k: float(v) for k, v in metrics.items()}
     for k, v in values.items():
         if not math.isfinite(v):
-            raise CtrlbenchError(f"{run}: non-finite {k} = {v} at update {step} (losses are checked every "
-                                 "--check-every updates); the run was stopped (try a lower learning rate)")
+            since = f"finite at update {last_check}, the check before" if last_check else "the first check"
+            raise CtrlbenchError(f"{run}: non-finite {k} = {v} at update {step} ({since}); the run was stopped "
+                                 "(try a lower learning rate, or check the dataset for NaN/inf values)")
     return values
 
 
-def execute(req: RunRequest, log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Run (or resume) one run and write its record. Returns the record."""
+def write_failure(req: RunRequest, error: BaseException, p: Prepared | None = None, step: int | None = None,
+                  log_file: Path | None = None, seconds: float | None = None) -> tuple[dict[str, Any], Path | None]:
+    """Record a failed run under `<results>/failed/<run>.json`: its identity (config, protocol, dataset: the cell
+    `ctrlbench check` judges it in), the update it reached and its error; status "failed", never a score. Returns
+    the record and its path, or None for the path when it could not be written (a full disk): the error that made
+    the run fail is the one to report then, not this one."""
+    name = p.run_id if p is not None else f"{req.algo}__{req.task}__s{req.seed}"
+    message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    record = {**(p.identity if p is not None else {}),
+              **({"run_id": p.run_id, "config_hash": p.config_hash} if p is not None else {}),
+              "status": "failed", "algorithm": req.algo, "task": p.task.id if p is not None else req.task,
+              "seed": req.seed, "step": step, "error": f"{type(error).__name__}: {message}",
+              "log": str(log_file) if log_file else None, "seconds": seconds,
+              "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    path = failure_path(req.results, name)
+    try:
+        atomic_write_json(path, record)
+    except CtrlbenchError:
+        return record, None
+    return record, path
+
+
+def _existing(out: Path) -> dict[str, Any]:
+    """A record already written for this run; a corrupt one is an error, never silently trained over."""
+    try:
+        record = read_record(out)
+    except CtrlbenchError as e:
+        raise CtrlbenchError(f"{e} (or pass --overwrite to train the run again)") from None
+    if record["status"] != "ok":
+        raise CtrlbenchError(f"result record {out} is of a run that did not finish (status {record['status']!r}); "
+                             "remove it, or pass --overwrite to train the run again")
+    return record
+
+
+def check_writable(req: RunRequest) -> None:
+    """The folders a run writes to can be written (or created), checked before any training rather than at the
+    first write; nothing is created here."""
+    check_writable_dir(req.results, "results folder")
+    for sub in ("runs", "logs", "failed"):
+        check_writable_dir(req.results / sub, "results folder")
+    check_writable_dir(req.checkpoint_dir, "checkpoint folder" if req.checkpoints is not None else "results folder")
+
+
+def execute(req: RunRequest, log: Callable[[str], None] = print, log_file: Path | None = None) -> dict[str, Any]:
+    """Run (or resume) one run and write its record. Returns the record.
+
+    A run that fails while it trains or evaluates (a NaN loss, an error in the algorithm) leaves a failure record
+    under `<results>/failed/` (`write_failure`; `log_file` is named in it) and raises, the exception carrying
+    that record as `failure_record`. Bad input (config, dataset, checkpoint) and file-system faults (a folder that
+    cannot be written, a full disk) leave no failure record: they are not the run's doing, and the run resumes
+    once they are fixed."""
     p = prepare(req)
     out = record_path(req.results, p.run_id)
     if out.exists() and not req.overwrite:
+        record = _existing(out)
         log(f"{p.run_id}: a record with this exact config exists at {out}; skipped (--overwrite to redo it)")
-        return json.loads(out.read_text())
+        return record
+    check_writable(req)
     with run_lock(req.checkpoint_dir, p.run_id):
         if out.exists() and not req.overwrite:  # another process finished it while we prepared
             log(f"{p.run_id}: recorded meanwhile by another process at {out}; skipped")
-            return json.loads(out.read_text())
-        return _train_and_record(req, p, out, log)
+            return _existing(out)
+        attempt = _Attempt()
+        try:
+            record = _train_and_record(req, p, out, log, attempt)
+        except OSError as e:  # a file written along the way (the metrics log): the disk's fault, one line
+            raise StorageError(f"{p.run_id}: {os_error_message(e)}") from None
+        except Exception as e:
+            if attempt.algo is None or isinstance(e, StorageError):  # bad input or the disk: not the run's failure
+                raise
+            replacement = _record_failure(req, p, e, attempt, log_file)
+            if replacement is not None:
+                raise replacement from None
+            raise
+    failure_path(req.results, p.run_id).unlink(missing_ok=True)  # an earlier attempt's failure is history now
+    return record
 
 
-def _train_and_record(req: RunRequest, p: Prepared, out: Path, log: Callable[[str], None]) -> dict[str, Any]:
+def _resume(algo: Algorithm, ctx: AlgoContext, ckpt: Path, rid: str) -> tuple[list[dict[str, Any]], float, float]:
+    """Load a run's checkpoint into `algo` and the RNGs: (curve, train seconds, wall seconds) so far. A checkpoint
+    that cannot be read, or holds another run's state, is a one-line error that leaves it as it is."""
+    state = load_checkpoint(ckpt)
+    if state.get("run_id", rid) != rid:
+        raise CtrlbenchError(f"checkpoint {ckpt} holds run {state['run_id']}, not {rid}; {CHECKPOINT_FIX}")
+    try:
+        algo.load_state_dict(state["algorithm"])
+        restore_rng_state(state["rng"])
+        ctx.env_steps = int(state["env_steps"])
+        return list(state["curve"]), float(state["train_seconds"]), float(state["wall_seconds"])
+    except (KeyError, TypeError, ValueError, RuntimeError, AttributeError, IndexError) as e:
+        detail = f"no {e}" if isinstance(e, KeyError) else (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
+        raise CtrlbenchError(f"checkpoint {ckpt} does not hold this run's state ({type(e).__name__}: {detail}); "
+                             f"{CHECKPOINT_FIX}") from None
+
+
+@dataclass
+class _Attempt:
+    """How far an attempt at a run got, for its failure record: the algorithm while it trains and is evaluated."""
+
+    algo: Algorithm | None = None
+    started: float = field(default_factory=time.time)
+
+
+def _record_failure(req: RunRequest, p: Prepared, e: Exception, attempt: _Attempt,
+                    log_file: Path | None) -> CtrlbenchError | None:
+    """Write the failure record of an attempt that raised `e` while training, attach it to `e` as `failure_record`;
+    for a CtrlbenchError, return the error to raise instead: the same line, naming the record."""
+    step = attempt.algo.step if attempt.algo is not None else None
+    record, path = write_failure(req, e, p, step, log_file, round(time.time() - attempt.started, 3))
+    e.failure_record = record  # type: ignore[attr-defined]
+    if isinstance(e, CtrlbenchError) and path is not None:
+        err = CtrlbenchError(f"{e}; recorded as failed in {path}")
+        err.failure_record = record  # type: ignore[attr-defined]
+        return err
+    return None
+
+
+def _train_and_record(req: RunRequest, p: Prepared, out: Path, log: Callable[[str], None],
+                      attempt: _Attempt) -> dict[str, Any]:
     device = resolve_device(req.device)
     if req.threads is not None:
         torch.set_num_threads(req.threads)
@@ -222,11 +328,7 @@ def _train_and_record(req: RunRequest, p: Prepared, out: Path, log: Callable[[st
     curve: list[dict[str, Any]] = []
     train_seconds = wall_before = 0.0
     if ckpt.exists():
-        state = load_checkpoint(ckpt)
-        algo.load_state_dict(state["algorithm"])
-        restore_rng_state(state["rng"])
-        curve, ctx.env_steps = state["curve"], state["env_steps"]
-        train_seconds, wall_before = state["train_seconds"], state["wall_seconds"]
+        curve, train_seconds, wall_before = _resume(algo, ctx, ckpt, p.run_id)
         log(f"{p.run_id}: resuming from update {algo.step} ({ckpt})")
     # Where the last checkpoint (or this resume) stood: the rate since then is what `sweep --status` reports, since
     # a cumulative rate lags for hours after a change of threads or of what shares the machine.
@@ -237,8 +339,10 @@ def _train_and_record(req: RunRequest, p: Prepared, out: Path, log: Callable[[st
     curve_seeds = episode_seeds(req.seed, CURVE_STREAM, req.curve_episodes)
     started = time.time()
     last_metrics: dict[str, float] = {}
+    last_check = algo.step
     bar = tqdm(total=req.steps, initial=algo.step, desc=f"{req.algo} {p.task.id} s{req.seed}",
                disable=(not req.progress) if req.progress is not None else None, dynamic_ncols=True)
+    attempt.algo = algo  # training begins: from here on, an error is the run's failure
     while algo.step < req.steps:
         # Train until the next event (log / eval / checkpoint / end) without syncing the device.
         events = (req.check_every, req.log_every, req.eval_every, req.checkpoint_every)
@@ -247,7 +351,8 @@ def _train_and_record(req: RunRequest, p: Prepared, out: Path, log: Callable[[st
         metrics: dict[str, Any] = {}
         metrics = updates.run(stop - algo.step)
         step = algo.step
-        last_metrics = _check_finite(metrics, step, p.run_id)
+        last_metrics = _check_finite(metrics, step, p.run_id, last_check)
+        last_check = step
         train_seconds += time.perf_counter() - t0
         bar.update(step - bar.n)
         logged = dict(last_metrics) if step % req.log_every == 0 or step == req.steps else None
@@ -273,6 +378,7 @@ def _train_and_record(req: RunRequest, p: Prepared, out: Path, log: Callable[[st
              "returns": protocol.episode_returns(final_result).tolist(), "env_steps": ctx.env_steps}
     points = [*curve, final]
     best = max(points, key=lambda x: x["score_mean"])
+    attempt.algo = None
     record = {
         **p.identity,
         "run_id": p.run_id,

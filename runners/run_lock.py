@@ -43,9 +43,15 @@ def run_lock(checkpoint_dir: Path, rid: str) -> Iterator[None]:
         yield
         return
     path = lock_path(checkpoint_dir, rid)
-    path.parent.mkdir(parents=True, exist_ok=True)
     while True:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as e:  # a folder that is a file, read-only, or a full disk: one line, not started
+            from algorithms.core.io import StorageError, os_error_reason  # (io imports torch: only when needed)
+
+            raise StorageError(f"run {rid}: cannot create its lock {path}: {os_error_reason(e, path.parent)}; "
+                               "not started") from None
         if not _try_lock(fd):
             holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
             os.close(fd)

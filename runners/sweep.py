@@ -11,7 +11,6 @@ from __future__ import annotations
 import concurrent.futures as cf
 import contextlib
 import dataclasses
-import json
 import multiprocessing
 import os
 import signal
@@ -25,9 +24,16 @@ from typing import Any
 
 from algorithms.core.config import load_yaml_config
 from algorithms.core.errors import CtrlbenchError
-from algorithms.core.io import atomic_write_json, read_json
-from leaderboard.records import closest_identity, identity, record_path, recorded_metadata
-from runners.run import Prepared, RunRequest, checkpoint_path, prepare
+from algorithms.core.io import read_json
+from leaderboard.records import (
+    closest_identity,
+    failure_path,
+    identity,
+    read_record,
+    record_path,
+    recorded_metadata,
+)
+from runners.run import Prepared, RunRequest, check_writable, checkpoint_path, prepare, write_failure
 from runners.run_lock import RunBusy, is_locked
 
 
@@ -111,10 +117,12 @@ def _run_one(req: RunRequest, threads: int, algo_modules: list[str], pool_worker
     if pool_worker:  # Ctrl-C reaches the whole process group: the sweep decides, and stops its workers itself
         signal.signal(signal.SIGINT, signal.SIG_IGN)
     torch.set_num_threads(threads)
+    prepared: Prepared | None = None
     try:
         for module in algo_modules:
             load_algo_module(module)
-        name = prepare(req).run_id
+        prepared = prepare(req)
+        name = prepared.run_id
     except Exception:  # a bad config still gets a log and a failure record
         name = f"{req.algo}__{req.task}__s{req.seed}"
     log_path = req.results / "logs" / f"{name}.log"
@@ -122,7 +130,7 @@ def _run_one(req: RunRequest, threads: int, algo_modules: list[str], pool_worker
     started = time.time()
     with log_path.open("a") as log, contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
         try:
-            record = execute(req, log=lambda m: print(m, flush=True))
+            record = execute(req, log=lambda m: print(m, flush=True), log_file=log_path)
             failure_path(req.results, name).unlink(missing_ok=True)  # an earlier attempt's failure is history now
             return {"status": "ok", "run_id": record["run_id"], "score": record["final"]["score_mean"],
                     "seconds": time.time() - started, "log": str(log_path)}
@@ -132,12 +140,10 @@ def _run_one(req: RunRequest, threads: int, algo_modules: list[str], pool_worker
                     "seconds": time.time() - started}
         except BaseException as e:  # isolate every failure, including NaN checks and bad configs
             traceback.print_exc(file=log)
-            message = str(e).splitlines()[0] if str(e) else type(e).__name__
-            failure = {"status": "failed", "algorithm": req.algo, "task": req.task, "seed": req.seed,
-                       "error": f"{type(e).__name__}: {message}", "log": str(log_path),
-                       "seconds": time.time() - started}
-            atomic_write_json(failure_path(req.results, name), failure)
-            return failure
+            failure = getattr(e, "failure_record", None)  # written by execute() when training itself failed
+            if failure is None:
+                failure, _ = write_failure(req, e, prepared, log_file=log_path, seconds=time.time() - started)
+            return {**failure, "log": str(log_path), "seconds": time.time() - started}
 
 
 class Progress:
@@ -176,7 +182,13 @@ def plan(spec: SweepSpec) -> tuple[list[RunRequest], list[RunRequest]]:
     """(to run, already recorded). Resolves every config first, so a bad sweep fails before anything starts."""
     todo, skipped = [], []
     for req, p in resolved(spec):
-        (skipped if record_path(req.results, p.run_id).exists() else todo).append(req)
+        record = record_path(req.results, p.run_id)
+        if record.exists():
+            try:  # a corrupt record would count as done, and training over it would overwrite it: neither silently
+                read_record(record)
+            except CtrlbenchError as e:
+                raise CtrlbenchError(f"{e}; the sweep did not start") from None
+        (skipped if record.exists() else todo).append(req)
     return todo, skipped
 
 
@@ -206,10 +218,6 @@ class RunState:
     rate: float | None = None  # updates per training second between the checkpoint and the one before it
 
 
-def failure_path(results_dir: Path, name: str) -> Path:
-    return results_dir / "failed" / f"{name}.json"
-
-
 def run_states(spec: SweepSpec) -> list[RunState]:
     """The state of every run of the sweep, from its record, checkpoint, lock and failure files alone (nothing is
     trained)."""
@@ -220,16 +228,27 @@ def run_states(spec: SweepSpec) -> list[RunState]:
         rid = p.run_id
         record, ckpt = record_path(req.results, rid), checkpoint_path(req.checkpoint_dir, rid)
         if record.exists():
-            score = json.loads(record.read_text())["final"]["score_mean"]
+            try:
+                score = read_record(record)["final"]["score_mean"]
+            except (CtrlbenchError, KeyError) as e:  # the run is not trained again over it: say so
+                states.append(RunState(req, rid, "failed", error=f"{e}" if isinstance(e, CtrlbenchError)
+                                       else f"result record {record} holds no score; remove it"))
+                continue
             states.append(RunState(req, rid, "recorded", req.steps, score))
             continue
-        saved = load_checkpoint(ckpt) if ckpt.exists() else {}
+        try:
+            saved = load_checkpoint(ckpt) if ckpt.exists() else {}
+        except CtrlbenchError as e:  # a resume would stop on it: one line for this run, not for the whole status
+            states.append(RunState(req, rid, "failed", error=str(e)))
+            continue
         step = int(saved["algorithm"]["step"]) if saved else 0
         rate = checkpoint_rate(saved)
         if is_locked(req.checkpoint_dir, rid):
             states.append(RunState(req, rid, "running", step, rate=rate))
         elif (failure := failure_path(req.results, rid)).exists():
-            states.append(RunState(req, rid, "failed", step, error=json.loads(failure.read_text())["error"]))
+            data = read_json(failure, "failure record")
+            error = data.get("error") if isinstance(data, dict) else None
+            states.append(RunState(req, rid, "failed", step, error=error or f"failure record {failure} names no error"))
         else:
             states.append(RunState(req, rid, "partial" if saved else "pending", step, rate=rate,
                                    differs=None if saved else _recorded_otherwise(req, p)))
@@ -249,8 +268,10 @@ def checkpoint_rate(saved: dict[str, Any]) -> float | None:
 def _recorded_otherwise(req: RunRequest, p: Prepared) -> str | None:
     """A pending run that was recorded with another config (a changed default, a rebuilt dataset): which config,
     and the fields that set it apart. Without this a whole sweep reads `pending` with no hint why."""
-    others = [read_json(path, "result record")
-              for path in sorted(req.results.glob(f"runs/{req.algo}__{p.task.id}__s{req.seed}__*.json"))]
+    others = []
+    for path in sorted(req.results.glob(f"runs/{req.algo}__{p.task.id}__s{req.seed}__*.json")):
+        with contextlib.suppress(CtrlbenchError):  # a corrupt one tells nothing; `ctrlbench leaderboard` names it
+            others.append(read_record(path))
     closest = closest_identity([(r["config_hash"], identity(r)) for r in others],
                                {**p.identity, "dataset_metadata": recorded_metadata(p.metadata)})
     return f"recorded with config {closest[0]}, which differs in {closest[1]}" if closest else None
@@ -288,6 +309,7 @@ def run_sweep(spec: SweepSpec, workers: int | None = None, backend: str = "local
           f"on {workers} {backend} worker(s)", file=out, flush=True)
     if not todo:
         return []
+    check_writable(todo[0])  # one results and checkpoint folder per sweep: checked before any worker starts
     # the cores split evenly between the workers unless told (a machine busy with other jobs wants 1)
     threads = threads or max(1, (os.cpu_count() or 1) // workers)
     if backend == "ray":
@@ -379,7 +401,9 @@ def summarize(results: list[dict[str, Any]], out=sys.stdout) -> int:
     print(f"sweep finished: {len(ok)} ok, {len(failed)} failed", file=out)
     if busy:
         print(f"  {len(busy)} run(s) left to the other process training them: "
-              + ", ".join(r["run_id"] for r in busy), file=out)
+              + ", ".join(r["run_id"] for r in busy)
+              + " (not trained here, not recorded yet: `--status` shows them running; run this sweep again once "
+                "that process ends to check they were recorded)", file=out)
     for r in failed:
         print(f"  FAILED {r['algorithm']} {r['task']} seed {r['seed']}: {r['error']} (log: {r['log']})", file=out)
     return 1 if failed else 0

@@ -47,9 +47,12 @@ def dataset_metadata(dataset_id: str, build_command: str | None = None) -> tuple
         raise _missing(dataset_id, build_command)
     try:
         metadata = read_metadata(dataset_id)
-    except (OSError, json.JSONDecodeError) as e:
-        raise CtrlbenchError(f"dataset {dataset_id}: metadata.json cannot be read ({type(e).__name__}); "
-                             "delete and rebuild it") from None
+        if not isinstance(metadata, dict):
+            raise TypeError(f"a JSON {type(metadata).__name__}, not an object")
+    except (OSError, ValueError, TypeError) as e:  # ValueError: not JSON, or not UTF-8 text
+        how = f"`{build_command} --overwrite`" if build_command else "the command that built it"
+        raise CtrlbenchError(f"dataset {dataset_id}: {dataset_dir(dataset_id) / 'data' / 'metadata.json'} cannot be "
+                             f"read ({type(e).__name__}); rebuild the dataset with {how}") from None
     return metadata, stable_hash(metadata, 16)
 
 
@@ -66,12 +69,24 @@ def _missing(dataset_id: str, build_command: str | None) -> CtrlbenchError:
     return CtrlbenchError(f"dataset {dataset_id} not found under {datasets_root()}; {how}")
 
 
+def _rebuild_hint(build_command: str | None, metadata: dict[str, Any]) -> str:
+    """How to rebuild a dataset in place, with the size and seed it was built with (the same recipe gives the same
+    metadata, so runs keep their ids)."""
+    if not build_command:
+        return "delete and rebuild it"
+    recipe = metadata.get("ctrlbench_recipe") or {}
+    extra = "".join(f" --{flag} {recipe[key]}" for key, flag, default in (("requested_size", "size", 1_000_000),
+                                                                          ("seed", "seed", 0))
+                    if recipe.get(key) not in (None, default) and f"--{flag}" not in build_command)
+    return f"rebuild it with `{build_command}{extra} --overwrite`"
+
+
 def load_transitions(dataset_id: str, build_command: str | None = None) -> LoadedDataset:
     """Flatten every episode into transitions; `terminals` = terminations only (not truncations)."""
     import minari
 
-    fix = f"rebuild it with `{build_command}`" if build_command else "delete and rebuild it"
     metadata, metadata_hash = dataset_metadata(dataset_id, build_command)
+    fix = _rebuild_hint(build_command, metadata)
     try:
         ds = minari.load_dataset(dataset_id)
         columns: dict[str, list[np.ndarray]] = {k: [] for k in ("obs", "act", "rew", "next", "term", "ep", "cost")}

@@ -16,7 +16,8 @@ from tests.conftest import run_cli
 def record(algo: str, task: str, seed: int, score: float, steps: int = 1000, config: str = "c") -> dict:
     return {"schema_version": SCHEMA_VERSION, "status": "ok", "algorithm": algo, "task": task, "seed": seed,
             "config_hash": f"{algo}{config}",
-            "protocol": {"steps": steps}, "dataset_metadata_hash": "d", "final": {"score_mean": score}}
+            "protocol": {"steps": steps}, "dataset_metadata_hash": "d", "final": {"score_mean": score},
+            "best": {"score_mean": score}, "curve": []}
 
 
 def write_runs(results: Path, rows: list[dict]) -> None:

@@ -65,7 +65,7 @@ def check_writable_dir(path: str | os.PathLike, what: str) -> None:
         os.close(fd)
         os.unlink(probe)
     except OSError as e:
-        raise StorageError(f"{what} {path} cannot be written: {os_error_reason(e, path)}") from None
+        raise StorageError(f"{what} {path} cannot be written: {os_error_reason(e, existing)}") from None
 
 
 def _atomic_replace(path: Path, write) -> None:
@@ -82,9 +82,21 @@ def _atomic_replace(path: Path, write) -> None:
         os.replace(tmp, path)
     except BaseException as e:
         Path(tmp).unlink(missing_ok=True)
-        if isinstance(e, OSError):
-            raise StorageError(f"cannot write {path}: {os_error_reason(e, path.parent)}") from None
+        cause = _os_error_behind(e)
+        if cause is not None:
+            raise StorageError(f"cannot write {path}: {os_error_reason(cause, path.parent)}") from None
         raise
+
+
+def _os_error_behind(e: BaseException | None) -> OSError | None:
+    """The OSError that `e` is or that led to it: torch.save may report a failed write (ENOSPC) as a RuntimeError
+    of its zip writer raised while handling it."""
+    seen = 0
+    while e is not None and seen < 8:
+        if isinstance(e, OSError):
+            return e
+        e, seen = e.__cause__ or e.__context__, seen + 1
+    return None
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
