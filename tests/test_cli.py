@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from algorithms.core.contract import Algorithm
 from algorithms.core.registry import available
 from tests.conftest import TINY, run_cli
 
@@ -35,8 +36,12 @@ EXTRA = {"spot": ("--vae-steps", "10"),  # reach the TD3 phase inside the tiny b
          "sac": ("--learning-starts", "10", "--batch-size", "8"),  # reach gradient steps inside it
          "sac_lag": ("--learning-starts", "10", "--batch-size", "8"),
          "cal": ("--learning-starts", "10", "--batch-size", "8", "--utd-ratio", "1"),
-         "h2o": ("--initial-sim-steps", "20"), "h2o_naive_mix": ("--initial-sim-steps", "20")}
-GRAPHS_REFUSED = {"spot"}  # its VAE phase then TD3 phase break a fixed replay period (README)
+         "h2o": ("--initial-sim-steps", "20"), "h2o_naive_mix": ("--initial-sim-steps", "20"),
+         **dict.fromkeys(("dppo", "gaussian_ppo"), ("--pretrain-steps", "20", "--n-envs", "2", "--n-steps", "8",
+                                                   "--batch-size", "64", "--update-epochs", "1"))}
+# spot: its VAE then TD3 phases break a fixed replay period (README); methods without graph_period (the online,
+# hybrid and fine-tuning ones, which step environments inside update()) are never capture-safe
+GRAPHS_REFUSED = {"spot"} | {name for name, cls in available().items() if cls.graph_period is Algorithm.graph_period}
 ON_GPU = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
 DEVICES = [pytest.param(("--device", "cpu"), id="cpu"),
            pytest.param(("--device", "cuda"), id="cuda", marks=ON_GPU),

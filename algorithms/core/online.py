@@ -100,11 +100,16 @@ class EnvStepper:
         self._cost[:] = 0.0
         self._length[:] = 0
 
-    def step(self, policy: Policy) -> Transitions:
-        """Act with `policy` on the current observations, step every env once, and return the transitions."""
+    def current_obs(self) -> np.ndarray:
+        """The observations the next `step` acts on (the first call resets the envs)."""
         if self.obs is None:
             self._start()
-        obs = self.obs
+        assert self.obs is not None
+        return self.obs
+
+    def step(self, policy: Policy) -> Transitions:
+        """Act with `policy` on the current observations, step every env once, and return the transitions."""
+        obs = self.current_obs()
         act = np.asarray(policy(obs), dtype=np.float32).reshape(self.n, -1)
         next_obs, rew, terminated, truncated, info = self.envs.step(act.astype(self.action_dtype, copy=False))
         self.env_steps += self.n

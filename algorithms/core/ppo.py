@@ -17,10 +17,11 @@ Rollouts:
 Advantages and losses (agent/finetune/train_ppo_diffusion_agent.py:242-383, model/rl/gaussian_ppo.py:39-128):
 - `RunningRewardScaler`: rewards divided by the running std of a discounted return (util/reward_scaling.py).
 - `gae`: GAE(gamma, lambda) per environment over decision steps, a truncated episode bootstrapped from the value of
-  its true last state, a terminated one not at all, and the recursion cut at every episode end.
+  its true last state, a terminated one not at all, and the recursion cut at every episode end;
+  `estimate_advantages` runs the critic, the reward scaler and `gae` on a rollout.
 - `normalize_advantages`, `clipped_surrogate`, `value_loss` (clipped or not), `approx_kl` (the k3 estimator),
   `clip_fraction`, `explained_variance`, and `minibatches`: the epochs of shuffled minibatches the caller leaves
-  early (target KL) by breaking out of the loop.
+  early (target KL) by breaking out of the loop; `MinibatchMeans` averages their metrics.
 
 Why `ChunkEnvs` steps n one-environment vector envs and not one n-environment vector env: every environment of a
 vector env steps together, so an environment whose episode ends inside a chunk would go on to execute the chunk's
@@ -209,10 +210,7 @@ class ChunkEnvs:
 
     def observations(self) -> np.ndarray:
         """The current state of each environment (n, obs_dim), starting the first episodes when none runs."""
-        for stepper in self.steppers:
-            if stepper.obs is None:
-                stepper._start()  # EnvStepper starts lazily on its first step; a chunk is chosen before that step
-        return np.concatenate([s.obs for s in self.steppers])
+        return np.concatenate([s.current_obs() for s in self.steppers])
 
     def step(self, chunks: np.ndarray) -> ChunkStep:
         """Execute chunks (n, H, act_dim) of raw actions: environment i runs chunks[i] until its end or the end of
@@ -377,6 +375,22 @@ def gae(rewards: torch.Tensor, values: torch.Tensor, next_values: torch.Tensor, 
     return advantages, advantages + values
 
 
+@torch.no_grad()
+def estimate_advantages(rollout: Rollout, critic: nn.Module, gamma: float, lam: float,
+                        reward_scaler: RunningRewardScaler | None = None, batch: int = 10_000
+                        ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(values, advantages, returns), each (T, N): the state-only critic V(s) on the rollout's states and true next
+    states (in batches of `batch`), the rewards scaled when a scaler is given, then `gae`."""
+    def v(states: torch.Tensor) -> torch.Tensor:
+        flat = states.reshape(-1, states.shape[-1])
+        return torch.cat([critic(part).reshape(-1) for part in flat.split(batch)]).view(states.shape[:-1])
+
+    values, next_values = v(rollout.obs), v(rollout.next_obs)
+    rewards = rollout.rewards if reward_scaler is None else reward_scaler(rollout.rewards, rollout.dones)
+    advantages, returns = gae(rewards, values, next_values, rollout.terminated, rollout.dones, gamma, lam)
+    return values, advantages, returns
+
+
 # --- losses -----------------------------------------------------------------------------------------------------------
 
 
@@ -417,6 +431,22 @@ def explained_variance(predicted: torch.Tensor, target: torch.Tensor) -> float:
     """1 - Var[target - predicted] / Var[target]; NaN when the target is constant."""
     var = float(target.var(unbiased=False))
     return math.nan if var == 0 else 1.0 - float((target - predicted).var(unbiased=False)) / var
+
+
+class MinibatchMeans:
+    """The means of scalar metrics over an iteration's minibatches (one `add` per minibatch)."""
+
+    def __init__(self) -> None:
+        self.sums: dict[str, float] = {}
+        self.count = 0
+
+    def add(self, **values: torch.Tensor | float) -> None:
+        self.count += 1
+        for key, value in values.items():
+            self.sums[key] = self.sums.get(key, 0.0) + float(value.detach() if torch.is_tensor(value) else value)
+
+    def means(self) -> dict[str, float]:
+        return {key: total / self.count for key, total in self.sums.items()}
 
 
 def minibatches(n: int, batch_size: int, epochs: int, generator: torch.Generator) -> Iterator[torch.Tensor]:

@@ -1,0 +1,280 @@
+"""Gaussian PPO fine-tuning: the baseline DPPO is compared with (DPPO paper, Ren et al., ICLR'25: "Gaussian"; official
+code irom-princeton/dppo@cc7234a). Registered as `gaussian_ppo`.
+
+The same recipe as `dppo` with a Gaussian MLP policy in place of the diffusion policy: the same data and scaling,
+the same chunks, rollouts, advantages and fine-tuning budget; only the policy, its likelihood and its PPO clip differ.
+Files cited: cfg/gym/pretrain/hopper-medium-v2/pre_gaussian_mlp.yaml (PRE), cfg/robomimic/finetune/can/
+ft_ppo_gaussian_mlp.yaml (FT-G: the repo's fine-tuning of a pretrained Gaussian policy; the gym configs fine-tune
+only the diffusion policy), cfg/gym/finetune/hopper-v2/ft_ppo_diffusion_mlp.yaml (FT), model/rl/gaussian_ppo.py
+(LOSS), model/common/mlp_gaussian.py:181-282 (NET).
+
+Policy: mean = tanh(MLP(s)) for the whole chunk (H x A; MLP 256x3, Mish: PRE:40-41), a std per action dimension.
+
+Pretraining: the first `pretrain_steps` updates maximize the likelihood of the dataset's chunks under the fixed std
+0.1 (PRE:42; the loss is the entrywise mean of -log N(a; mean, 0.1^2)), AdamW 1e-4 (constant: min_lr = lr) with
+weight decay 1e-6, batch 128 (PRE:27-34), with the same EMA (0.995) as DPPO; the EMA is the pretrained policy.
+
+Fine-tuning: each later update is one PPO iteration on the same rollout as DPPO's (40 environments x 500 chunks,
+rewards scaled, GAE 0.99 / 0.95 on a state-only residual critic 256x3 Mish: FT).
+- Exploration: a = mean + std * clip(N(0, I), +-3); the std is learnable from 0.1, clamped to [0.01, 0.2] (FT-G:87-90).
+- log pi = clamp(mean over the chunk's entries of log N(a; mean, std^2), -5, 2) (LOSS:61-63: mean, then clamp).
+- L = mean max(-A r, -A clip(r, 1 +- 0.01)) + 0.5 * 1/2 mean (V - R)^2, A normalized per minibatch (FT-G:80).
+- 10 epochs (FT-G:74) of minibatches of 10,000 of the 20,000 decisions (FT-G's 2 minibatches per epoch), stopping
+  once approx-KL > 1; AdamW actor 1e-4, critic 1e-3, no weight decay.
+- Evaluation (`act`): the mean chunk (the reference samples with std 1e-4).
+
+Deviations (and why):
+- Chunks of 4 actions (the gym Gaussian pretraining uses 1; the robomimic Gaussian fine-tuning uses 4): the same
+  decisions, discounting and env-step budget as DPPO, so the two differ in the policy only.
+- Time limits, pretraining counted in gradient steps, no evaluation-only iterations, action clipping, the omitted
+  no-op terms: as `dppo`.
+- No critic warm-up iterations by default (FT-G uses 2; DPPO's gym configs use 0), the same as `dppo`.
+- No frozen copy of the pretrained policy: the reference keeps one only for its optional BC loss (off).
+- Walker2d's Gaussian pretraining config differs (256x2 ReLU, learned std head); hopper's and halfcheetah's are used.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from algorithms.core.config import require
+from algorithms.core.contract import AlgoContext, Algorithm
+from algorithms.core.diffusion import ResidualMLP, gaussian_log_prob
+from algorithms.core.errors import CtrlbenchError
+from algorithms.core.nets import adam, mlp
+from algorithms.core.ppo import (
+    EMA,
+    ActionChunks,
+    ChunkEnvs,
+    MinibatchMeans,
+    MinMaxScaler,
+    RandomStream,
+    RunningRewardScaler,
+    approx_kl,
+    clip_fraction,
+    clipped_surrogate,
+    collect_rollout,
+    estimate_advantages,
+    explained_variance,
+    minibatches,
+    normalize_advantages,
+    set_lr,
+    value_loss,
+    warmup_cosine_lr,
+)
+from algorithms.core.registry import register
+from algorithms.core.seeding import derive_seed
+
+LOG_PROB_MIN, LOG_PROB_MAX = -5.0, 2.0  # the clamp of the chunk's mean log-likelihood (LOSS:62-63)
+
+
+@dataclass
+class GaussianPPOConfig:
+    # pretraining (PRE)
+    pretrain_steps: int = 1_550_000  # behavior-cloning gradient steps before fine-tuning (as dppo's)
+    pretrain_batch_size: int = 128  # chunks per pretraining gradient step
+    pretrain_lr: float = 1e-4  # AdamW learning rate of pretraining, cosine-annealed to pretrain_min_lr
+    pretrain_min_lr: float = 1e-4  # the pretraining learning rate at the end of pretraining
+    pretrain_weight_decay: float = 1e-6  # AdamW weight decay of pretraining
+    lr_warmup_fraction: float = 0.005  # fraction of pretraining with a linear warmup from pretrain_min_lr (1 epoch)
+    ema_decay: float = 0.995  # decay of the EMA of the policy: the pretrained policy
+    ema_every: int = 10  # gradient steps between EMA steps
+    ema_start_fraction: float = 0.1  # the EMA copies the policy for this fraction of pretraining (epoch 20 of 200)
+    drop_nonpositive_episodes: bool = True  # pretrain only on episodes whose return is > 0
+    # the Gaussian policy
+    horizon: int = 4  # actions per chunk, all executed
+    hidden: tuple[int, ...] = (256, 256, 256)  # hidden widths of the mean MLP (Mish)
+    std_init: float = 0.1  # the std of pretraining, and the learnable std's start at fine-tuning
+    std_min: float = 0.01  # the learnable std's lower clamp
+    std_max: float = 0.2  # the learnable std's upper clamp
+    randn_clip: float = 3.0  # exploration draws are clipped to mean +- this many stds
+    # fine-tuning (FT, FT-G)
+    n_envs: int = 40  # training environments
+    n_steps: int = 500  # decisions (chunks) per environment per fine-tuning iteration
+    gamma: float = 0.99  # discount per decision (per chunk)
+    gae_lambda: float = 0.95  # GAE lambda
+    clip_ploss_coef: float = 0.01  # PPO ratio clip eps
+    actor_lr: float = 1e-4  # AdamW learning rate of the policy (constant)
+    critic_lr: float = 1e-3  # AdamW learning rate of the critic (constant)
+    critic_hidden: tuple[int, ...] = (256, 256, 256)  # widths of the critic's residual MLP (Mish)
+    batch_size: int = 10_000  # decisions per PPO minibatch
+    update_epochs: int = 10  # passes over the rollout per iteration
+    vf_coef: float = 0.5  # weight of the value loss
+    target_kl: float = 1.0  # stop the iteration's epochs once approx-KL exceeds this (<= 0: never)
+    reward_scale_running: bool = True  # divide rewards by a running std of the discounted return
+    critic_warmup_iterations: int = 0  # first fine-tuning iterations that train the critic only
+
+    def __post_init__(self) -> None:
+        require(self.pretrain_steps >= 0, "pretrain_steps must be >= 0")
+        require(min(self.pretrain_batch_size, self.batch_size) > 0, "batch sizes must be positive")
+        require(min(self.pretrain_lr, self.actor_lr, self.critic_lr) > 0 and self.pretrain_min_lr >= 0,
+                "learning rates must be positive")
+        require(0.0 <= self.lr_warmup_fraction < 1.0 and 0.0 <= self.ema_start_fraction <= 1.0,
+                "lr_warmup_fraction must be in [0, 1) and ema_start_fraction in [0, 1]")
+        require(0.0 < self.ema_decay < 1.0 and self.ema_every > 0, "ema_decay must be in (0, 1), ema_every > 0")
+        require(self.horizon > 0 and self.n_envs > 0 and self.n_steps > 0 and self.update_epochs > 0,
+                "horizon, n_envs, n_steps and update_epochs must be positive")
+        require(0 < self.std_min <= self.std_init <= self.std_max, "need 0 < std_min <= std_init <= std_max")
+        require(len(self.critic_hidden) % 2 == 1 and len(set(self.critic_hidden)) == 1,
+                f"critic_hidden must be an odd number of equal widths (a residual MLP), got {self.critic_hidden}")
+        require(0.0 <= self.gamma <= 1.0 and 0.0 <= self.gae_lambda <= 1.0, "gamma and gae_lambda must be in [0, 1]")
+        require(self.clip_ploss_coef > 0, "clip_ploss_coef must be > 0")
+
+
+class GaussianChunkPolicy(nn.Module):
+    """s -> N(tanh(MLP(s)), diag(std^2)) over a chunk (H, A); one std per action dimension, exp(log_var / 2) with
+    log_var clamped to [log std_min^2, log std_max^2] (NET:234-270)."""
+
+    def __init__(self, obs_dim: int, act_dim: int, horizon: int, hidden: tuple[int, ...], std_init: float,
+                 std_min: float, std_max: float) -> None:
+        super().__init__()
+        self.chunk_shape = (horizon, act_dim)
+        self.mean_net = mlp(obs_dim, horizon * act_dim, hidden, activation=nn.Mish)
+        self.log_var = nn.Parameter(torch.full((act_dim,), 2 * math.log(std_init)))
+        self.log_var_min, self.log_var_max = 2 * math.log(std_min), 2 * math.log(std_max)
+
+    def mean(self, states: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(self.mean_net(states)).view(-1, *self.chunk_shape)
+
+    def std(self) -> torch.Tensor:
+        return (0.5 * self.log_var.clamp(self.log_var_min, self.log_var_max)).exp()
+
+
+def bc_loss(policy: GaussianChunkPolicy, states: torch.Tensor, chunks: torch.Tensor, std: float) -> torch.Tensor:
+    """Pretraining: mean over the batch and the chunk's entries of -log N(a; mean(s), std^2), std fixed."""
+    mean = policy.mean(states)
+    return -gaussian_log_prob(chunks, mean, torch.full_like(mean, std)).mean()
+
+
+def chunk_log_prob(policy: GaussianChunkPolicy, states: torch.Tensor, chunks: torch.Tensor) -> torch.Tensor:
+    """log pi(chunk | s): the chunk's entrywise Gaussian log-likelihood averaged, then clamped to [-5, 2] (B,)."""
+    mean = policy.mean(states)
+    log_p = gaussian_log_prob(chunks, mean, policy.std().expand_as(mean)).mean(dim=(1, 2))
+    return log_p.clamp(LOG_PROB_MIN, LOG_PROB_MAX)
+
+
+@register("gaussian_ppo", kinds=("offline-to-online",))
+class GaussianPPO(Algorithm):
+    Config = GaussianPPOConfig
+
+    def __init__(self, config: GaussianPPOConfig, ctx: AlgoContext) -> None:
+        super().__init__(config, ctx)
+        cfg = config
+        if ctx.total_updates <= cfg.pretrain_steps:
+            raise CtrlbenchError(f"gaussian_ppo: the budget of {ctx.total_updates} updates ends before fine-tuning "
+                                 f"starts (pretrain_steps {cfg.pretrain_steps}); raise --steps or lower "
+                                 f"--pretrain-steps")
+        data = ctx.require_dataset("gaussian_ppo")
+        self.obs_scaler = MinMaxScaler.fit(data.observations, self.device)
+        self.act_scaler = MinMaxScaler.fit(data.actions, self.device)
+        self.chunks = ActionChunks(data, cfg.horizon, self.obs_scaler, self.act_scaler, self.device, ctx.seed,
+                                   cfg.drop_nonpositive_episodes)
+        self.action_low = torch.as_tensor(ctx.action_space.low, device=self.device)
+        self.action_high = torch.as_tensor(ctx.action_space.high, device=self.device)
+
+        # pretraining: the policy's mean (the std is fixed at std_init) and its EMA
+        self.policy = GaussianChunkPolicy(ctx.obs_dim, ctx.act_dim, cfg.horizon, cfg.hidden, cfg.std_init,
+                                          cfg.std_min, cfg.std_max).to(self.device)
+        self.pretrain_optimizer = torch.optim.AdamW(self.policy.mean_net.parameters(), lr=cfg.pretrain_lr,
+                                                    weight_decay=cfg.pretrain_weight_decay)
+        self.ema = EMA(self.policy, cfg.ema_decay, cfg.ema_every, start=round(cfg.ema_start_fraction
+                                                                              * cfg.pretrain_steps))
+        self.lr_warmup = round(cfg.lr_warmup_fraction * cfg.pretrain_steps)
+
+        # fine-tuning: the whole policy (mean and std) from the EMA weights, and a state-only critic
+        self.critic = ResidualMLP(ctx.obs_dim, cfg.critic_hidden, 1, nn.Mish).to(self.device)
+        self.actor_optimizer = adam(self.policy.parameters(), lr=cfg.actor_lr)  # AdamW without weight decay
+        self.critic_optimizer = adam(self.critic.parameters(), lr=cfg.critic_lr)
+        self.envs = ChunkEnvs(ctx, cfg.n_envs, "gaussian_ppo")
+        self.reward_scaler = RunningRewardScaler(cfg.n_envs, cfg.gamma)
+        self.noise = RandomStream(self.device, derive_seed(ctx.seed, 1))  # exploration, minibatches
+
+    @property
+    def finetuning(self) -> bool:
+        return self.step > self.config.pretrain_steps
+
+    def update(self) -> dict[str, torch.Tensor | float]:
+        self.step += 1
+        if not self.finetuning:
+            return self.pretrain_step()
+        if self.step == self.config.pretrain_steps + 1:
+            self.policy.load_state_dict(self.ema.average.state_dict())  # fine-tune the EMA weights
+        return self.finetune_iteration()
+
+    def pretrain_step(self) -> dict[str, torch.Tensor | float]:
+        cfg = self.config
+        lr = warmup_cosine_lr(self.step - 1, cfg.pretrain_steps, self.lr_warmup, cfg.pretrain_lr, cfg.pretrain_min_lr)
+        set_lr(self.pretrain_optimizer, lr)
+        states, chunks = self.chunks.sample(cfg.pretrain_batch_size)
+        loss = bc_loss(self.policy, states, chunks, cfg.std_init)
+        self.pretrain_optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.pretrain_optimizer.step()
+        self.ema.update(self.step)
+        return {"phase": 0.0, "finetune_iteration": 0.0, "bc_loss": loss.detach(), "pretrain_lr": lr}
+
+    @torch.no_grad()
+    def explore(self, states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """A sampled chunk for each (scaled) state; the chunk is also what the rollout keeps."""
+        mean = self.policy.mean(states)
+        draws = torch.randn(mean.shape, device=mean.device, generator=self.noise.generator)
+        chunk = mean + self.policy.std() * draws.clamp(-self.config.randn_clip, self.config.randn_clip)
+        return chunk, chunk
+
+    def to_env(self, chunks: torch.Tensor) -> np.ndarray:
+        """Scaled chunks -> raw actions inside the action space."""
+        return torch.clamp(self.act_scaler.unscale(chunks), self.action_low, self.action_high).cpu().numpy()
+
+    def finetune_iteration(self) -> dict[str, torch.Tensor | float]:
+        cfg = self.config
+        iteration = self.step - cfg.pretrain_steps
+        rollout = collect_rollout(self.envs, cfg.n_steps, self.explore, self.obs_scaler, self.to_env)
+        values, advantages, returns = estimate_advantages(
+            rollout, self.critic, cfg.gamma, cfg.gae_lambda, self.reward_scaler if cfg.reward_scale_running else None)
+        states = rollout.obs.reshape(-1, rollout.obs.shape[-1])
+        chunks = rollout.records.flatten(0, 1)  # (M, H, A)
+        advantages, returns, values = advantages.reshape(-1), returns.reshape(-1), values.reshape(-1)
+        with torch.no_grad():
+            old_log_p = chunk_log_prob(self.policy, states, chunks)
+
+        stats = MinibatchMeans()
+        for b in minibatches(len(states), cfg.batch_size, cfg.update_epochs, self.noise.generator):
+            log_ratio = chunk_log_prob(self.policy, states[b], chunks[b]) - old_log_p[b]
+            ratio = log_ratio.exp()
+            pg_loss = clipped_surrogate(ratio, normalize_advantages(advantages[b]), cfg.clip_ploss_coef)
+            v_loss = value_loss(self.critic(states[b]).squeeze(-1), returns[b])
+            loss = pg_loss + cfg.vf_coef * v_loss
+            self.actor_optimizer.zero_grad(set_to_none=True)
+            self.critic_optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if iteration > cfg.critic_warmup_iterations:
+                self.actor_optimizer.step()
+            self.critic_optimizer.step()
+            kl = float(approx_kl(log_ratio))
+            stats.add(pg_loss=pg_loss, value_loss=v_loss, approx_kl=kl, ratio=ratio.mean(),
+                      clip_fraction=clip_fraction(ratio, cfg.clip_ploss_coef))
+            if 0 < cfg.target_kl < kl:
+                break
+
+        metrics: dict[str, torch.Tensor | float] = {
+            "phase": 1.0, "finetune_iteration": float(iteration), "gradient_steps": float(stats.count),
+            **stats.means(), "std": float(self.policy.std().detach().mean()),
+            "rollout_episodes": float(len(rollout.episode_returns)), "rollout_env_steps": float(rollout.env_steps),
+            **self.envs.metrics()}
+        if rollout.episode_returns:
+            metrics["rollout_return"] = float(np.mean(rollout.episode_returns))
+        ev = explained_variance(values, returns)
+        if math.isfinite(ev):
+            metrics["explained_variance"] = ev
+        return metrics
+
+    @torch.no_grad()
+    def act(self, obs: np.ndarray, weight: np.ndarray | None = None) -> np.ndarray:
+        """The mean chunk of raw actions per state (B, H, act_dim): the EMA policy's while pretraining."""
+        policy = self.policy if self.finetuning else self.ema.average
+        return self.to_env(policy.mean(self.obs_scaler.scale(self.obs_tensor(obs))))
