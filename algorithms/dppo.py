@@ -326,6 +326,10 @@ class DPPO(Algorithm):
 
     # --- evaluation -------------------------------------------------------------------------------------------------
 
+    def milestones(self) -> dict[str, int]:
+        """The end of pretraining: the runner scores the pretrained policy there (the score before fine-tuning)."""
+        return {"pretrained": self.config.pretrain_steps}
+
     @torch.no_grad()
     def act(self, obs: np.ndarray, weight: np.ndarray | None = None) -> np.ndarray:
         """A chunk of `horizon` raw actions per state (B, H, act_dim): the reverse chain in evaluation mode, with the

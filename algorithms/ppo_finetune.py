@@ -273,6 +273,10 @@ class GaussianPPO(Algorithm):
             metrics["explained_variance"] = ev
         return metrics
 
+    def milestones(self) -> dict[str, int]:
+        """The end of pretraining: the runner scores the pretrained policy there (the score before fine-tuning)."""
+        return {"pretrained": self.config.pretrain_steps}
+
     @torch.no_grad()
     def act(self, obs: np.ndarray, weight: np.ndarray | None = None) -> np.ndarray:
         """The mean chunk of raw actions per state (B, H, act_dim): the EMA policy's while pretraining."""

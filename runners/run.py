@@ -230,6 +230,14 @@ def check_writable(req: RunRequest) -> None:
     check_writable_dir(req.checkpoint_dir, "checkpoint folder" if req.checkpoints is not None else "results folder")
 
 
+def _milestone_scores(curve: list[dict[str, Any]]) -> dict[str, Any]:
+    """{"milestones": {name: its curve point's step, env steps, return and score}} when the algorithm named any
+    (e.g. DPPO's end of pretraining: the score before fine-tuning); {} otherwise."""
+    keys = ("step", "env_steps", "return_mean", "score_mean")
+    marked = {p["milestone"]: {k: p[k] for k in keys} for p in curve if "milestone" in p}
+    return {"milestones": marked} if marked else {}
+
+
 def execute(req: RunRequest, log: Callable[[str], None] = print, log_file: Path | None = None) -> dict[str, Any]:
     """Run (or resume) one run and write its record. Returns the record.
 
@@ -343,10 +351,11 @@ def _train_and_record(req: RunRequest, p: Prepared, out: Path, log: Callable[[st
     bar = tqdm(total=req.steps, initial=algo.step, desc=f"{req.algo} {p.task.id} s{req.seed}",
                disable=(not req.progress) if req.progress is not None else None, dynamic_ncols=True)
     attempt.algo = algo  # training begins: from here on, an error is the run's failure
+    milestones = {step: name for name, step in algo.milestones().items() if 0 < step < req.steps}
     while algo.step < req.steps:
-        # Train until the next event (log / eval / checkpoint / end) without syncing the device.
+        # Train until the next event (log / eval / checkpoint / milestone / end) without syncing the device.
         events = (req.check_every, req.log_every, req.eval_every, req.checkpoint_every)
-        stop = min([req.steps] + [(algo.step // e + 1) * e for e in events])
+        stop = min([req.steps] + [(algo.step // e + 1) * e for e in events] + [m for m in milestones if m > algo.step])
         t0 = time.perf_counter()
         metrics: dict[str, Any] = {}
         metrics = updates.run(stop - algo.step)
@@ -356,9 +365,11 @@ def _train_and_record(req: RunRequest, p: Prepared, out: Path, log: Callable[[st
         train_seconds += time.perf_counter() - t0
         bar.update(step - bar.n)
         logged = dict(last_metrics) if step % req.log_every == 0 or step == req.steps else None
-        if step % req.eval_every == 0 and step < req.steps:
+        if (step % req.eval_every == 0 or step in milestones) and step < req.steps:
             point = {"step": step, **protocol.summary(protocol.evaluate(policy, curve_seeds)),
                      "env_steps": ctx.env_steps, **last_metrics}
+            if step in milestones:
+                point["milestone"] = milestones[step]
             curve.append(point)
             bar.set_postfix(score=f"{point['score_mean']:.1f}")
             logged = {**last_metrics, "score": point["score_mean"], "eval_return": point["return_mean"]}
@@ -400,7 +411,8 @@ def _train_and_record(req: RunRequest, p: Prepared, out: Path, log: Callable[[st
         "train_time_s": round(train_seconds, 3),
         "updates_per_s": round(req.steps / train_seconds, 2) if train_seconds > 0 else None,
         "env_steps": ctx.env_steps,  # environment steps taken while training (0 for offline methods)
-        "metrics": protocol.metrics(final_result),  # the task kind's own block (tasks/protocol.py)
+        # the task kind's own block (tasks/protocol.py), with the curve points of the algorithm's milestones
+        "metrics": {**protocol.metrics(final_result), **_milestone_scores(curve)},
         "curve": curve,
         "final": final,
         "best": {"step": best["step"], "return_mean": best["return_mean"], "score_mean": best["score_mean"]},

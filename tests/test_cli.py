@@ -89,11 +89,27 @@ def test_every_kind_hands_the_algorithm_its_training_env_and_records_its_metrics
         assert gravity == 20.0 and record["metrics"]["gap"] == "gravity x2 (g = 20)"
     else:
         assert gravity == 10.0
+    assert "milestones" not in record["metrics"]  # the probe names none
     if task == "smoke-safe-v0":
         costs = record["metrics"]["costs"]
         assert len(costs) == 3 and record["metrics"]["cost_mean"] == pytest.approx(np.mean(costs))
         assert record["final"]["cost_norm"] == pytest.approx(np.mean(costs) / 20.0)
         assert "cost_mean" in record["curve"][0]
+
+
+@pytest.mark.parametrize("algo", ["dppo", "gaussian_ppo"])
+def test_fine_tuning_records_the_score_after_pretraining(algo: str, minari_root: Path, tmp_path: Path) -> None:
+    """The end of pretraining is a milestone: evaluated although it is no multiple of --eval-every, recorded apart,
+    before any environment step; fine-tuning's env steps come after it."""
+    res = run_cli("run", "--algo", algo, "--task", "smoke-finetune-v0", *TINY, *EXTRA[algo][:1], "13",
+                  *EXTRA[algo][2:], "--results", str(tmp_path), minari=minari_root)
+    assert res.returncode == 0, res.stderr
+    (record,) = records(tmp_path)
+    pretrained = record["metrics"]["milestones"]["pretrained"]
+    assert pretrained["step"] == 13 and pretrained["env_steps"] == 0
+    assert [p["step"] for p in record["curve"]] == [13, 20]
+    assert pretrained["score_mean"] == record["curve"][0]["score_mean"]
+    assert record["env_steps"] > record["curve"][1]["env_steps"] > 0
 
 
 def test_run_then_leaderboard_then_rerun_skips(minari_root: Path, tmp_path: Path) -> None:

@@ -82,6 +82,11 @@ class Algorithm(ABC):
         """Deterministic actions for a batch of raw observations: (B, act_dim), or (B, H, act_dim)
         for a policy that emits action chunks. `weight` is the preference of multi-objective tasks."""
 
+    def milestones(self) -> dict[str, int]:
+        """Named update counts after which the runner evaluates too (besides every `eval_every`) and records the
+        score under `metrics.milestones`, e.g. {"pretrained": 1000} for a method that pretrains, then fine-tunes."""
+        return {}
+
     def graph_period(self) -> int | None:
         """Updates per CUDA-graph replay when `update()` is capture-safe (algorithms/core/graphs.py), else None."""
         return None
