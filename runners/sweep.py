@@ -394,7 +394,8 @@ def _run_ray(todo: list[RunRequest], spec: SweepSpec, workers: int, threads: int
 
 
 def summarize(results: list[dict[str, Any]], out=sys.stdout) -> int:
-    """Print the end-of-sweep summary; the exit code is 1 when any run failed (a run busy elsewhere is not)."""
+    """Print the end-of-sweep summary. Exit code 1 when any run failed, else 3 when runs were left to another process
+    training them (the sweep is not complete yet: a `sweep && leaderboard` script must not go on), else 0."""
     ok = [r for r in results if r["status"] == "ok"]
     busy = [r for r in results if r["status"] == "busy"]
     failed = [r for r in results if r["status"] not in ("ok", "busy")]
@@ -406,4 +407,4 @@ def summarize(results: list[dict[str, Any]], out=sys.stdout) -> int:
                 "that process ends to check they were recorded)", file=out)
     for r in failed:
         print(f"  FAILED {r['algorithm']} {r['task']} seed {r['seed']}: {r['error']} (log: {r['log']})", file=out)
-    return 1 if failed else 0
+    return 1 if failed else 3 if busy else 0

@@ -333,7 +333,7 @@ def test_sweep_leaves_a_run_locked_by_another_process_alone(minari_root: Path, t
     with run_lock(tmp_path / "checkpoints", ids[1]):
         results = run_sweep(spec, workers=2, threads=1, out=out)
     assert sorted(r["status"] for r in results) == ["busy", "ok"]
-    assert summarize(results, out=out) == 0  # busy elsewhere is not a failure
+    assert summarize(results, out=out) == 3  # not a failure, but not complete here either
     assert f"1 run(s) left to the other process training them: {ids[1]}" in out.getvalue()
     assert [p.stem for p in (tmp_path / "runs").glob("*.json")] == [ids[0]]
     assert ckpt.read_bytes() == before and not (tmp_path / "failed").exists()
