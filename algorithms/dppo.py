@@ -13,8 +13,8 @@ one episode; episodes with a return <= 0 are dropped (get_d4rl_dataset.py:92).
 Pretraining: the first `pretrain_steps` updates, one gradient step each. A DiffusionMLP eps(x_k, k, s) (residual MLP
 512x3, ReLU; time embedding 16) learns L = MSE(eps(sqrt(abar_k) x_0 + sqrt(1 - abar_k) eps, k, s), eps) on K = 20
 cosine-scheduled noise levels; AdamW 1e-3 (cosine to 1e-4, weight decay 1e-6), batch 128. An EMA of the weights
-(decay 0.995, stepped every 10 gradient steps, a plain copy during the first 10% of pretraining: the reference's
-epoch 20 of 200) is the pretrained policy.
+(decay 0.995, stepped every 10 gradient steps, a plain copy during the first 10% of pretraining: the reference
+copies through epoch 19 of 200, 9.5%) is the pretrained policy.
 
 Fine-tuning: each later update is one PPO iteration.
 - Rollout: 40 environments x 500 decisions. A decision samples the chunk by the reverse chain from x_K ~ N(0, I):
@@ -41,15 +41,17 @@ Deviations (each with its reason) and omissions:
   dataset: the runner's budget counts updates. The default, 1.55M steps, is the reference's 200 epochs (v0.7) of
   hopper-medium's ~0.99M chunks at batch 128; the EMA start (epoch 20) is the same fraction of it, and the EMA is
   stepped every 10 gradient steps, as v0.7. The learning rate ramps linearly from 1e-4 to 1e-3 over the first 0.5%
-  (1 epoch) of pretraining, then follows the cosine; the reference's one-epoch warmup degenerates to holding 1e-4
-  for two epochs and then jumping to 1e-3.
+  (1 epoch) of pretraining, then follows the cosine; the reference's one-epoch warmup (util/scheduler.py,
+  warmup_steps=1) holds 1e-4 for the first epoch and then jumps to 1e-3.
 - No evaluation-only iterations (the runner evaluates): every fine-tuning update is a training iteration (the
   reference's 900 training iterations of 1000). Episodes run on across iterations, as the reference's
   (reset_at_iteration False).
 - Left out as no-ops at the reference's settings: the entropy, BC-loss and eta terms (coefficients 0, DDPM), the
   advantage quantile clip (quantiles 0 and 1), the slice of the chunk to its first act_steps rows (all 4 are
   executed), and the learning-rate schedules of fine-tuning (min_lr = lr).
-- Raw actions are clipped to the action space before stepping (MuJoCo clamps controls to the same range anyway).
+- Raw actions are clipped to the action space before stepping. The reference sends them unclipped (up to about
+  +-1.3: x_0 in [-1, 1] plus the last step's noise): MuJoCo clamps the control for the dynamics either way, but
+  the v5 envs' control cost is computed from the action passed in, so saturated actions cost slightly less here.
 - `act` draws its noise from its own checkpointed generator, so a resumed run evaluates as an uninterrupted one.
 Resume: checkpoints hold the networks, optimizers, EMA, scalers, reward statistics and generators. An update is a
 whole iteration, so no rollout is ever half collected at a checkpoint; the training episodes in progress cannot be

@@ -30,6 +30,8 @@ Deviations (and why):
   no-op terms: as `dppo`.
 - No critic warm-up iterations by default (FT-G uses 2; DPPO's gym configs use 0), the same as `dppo`.
 - No frozen copy of the pretrained policy: the reference keeps one only for its optional BC loss (off).
+- Fine-tuning starts from the EMA of the pretrained weights, as `dppo` does (the reference's GaussianModel loads
+  the raw weights, model/common/gaussian.py:27-36): the two methods then differ in the policy alone.
 - Walker2d's Gaussian pretraining config differs (256x2 ReLU, learned std head); hopper's and halfcheetah's are used.
 """
 
