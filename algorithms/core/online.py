@@ -20,6 +20,7 @@ import numpy as np
 from algorithms.core.contract import AlgoContext
 from algorithms.core.errors import CtrlbenchError
 from algorithms.core.seeding import derive_seed
+from algorithms.core.threads import torch_threads
 
 Policy = Callable[[np.ndarray], np.ndarray]  # observations (n, obs_dim) -> actions (n, act_dim)
 
@@ -110,7 +111,8 @@ class EnvStepper:
     def step(self, policy: Policy) -> Transitions:
         """Act with `policy` on the current observations, step every env once, and return the transitions."""
         obs = self.current_obs()
-        act = np.asarray(policy(obs), dtype=np.float32).reshape(self.n, -1)
+        with torch_threads(1):  # a batch of n_envs states: one thread is fastest, and never spins on busy cores
+            act = np.asarray(policy(obs), dtype=np.float32).reshape(self.n, -1)
         next_obs, rew, terminated, truncated, info = self.envs.step(act.astype(self.action_dtype, copy=False))
         self.env_steps += self.n
         next_obs = np.asarray(next_obs, dtype=np.float32)
