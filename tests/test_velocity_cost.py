@@ -210,3 +210,22 @@ def test_bad_input_raises_one_line_error(call, match: str) -> None:
     with pytest.raises(CtrlbenchError, match=match) as err:
         call()
     assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("robot", ["halfcheetah", "hopper"])
+def test_unconstrained_sac_pays_the_published_cost_signature(robot: str) -> None:
+    """The committed expert behavior policies are unconstrained SB3 SAC: on the velocity task they run fast nearly
+    every step, as OmniSafe's unconstrained SAC does (about 982 and 975 per 1000 steps on HalfCheetah and Hopper,
+    safe_and_morl.md C5). A wrong rule (abs, xy for a planar robot, a v0 threshold) moves this far."""
+    from tasks.behavior import POLICIES_DIR, load_actor
+
+    actor = load_actor(POLICIES_DIR / robot / "expert.pt")
+    env = make_velocity_env(robot)
+    obs, _ = env.reset(seed=0)
+    cost, steps = 0.0, 0
+    while True:
+        obs, _, terminated, truncated, info = env.step(actor.act(obs[None])[0])
+        cost, steps = cost + info["cost"], steps + 1
+        if terminated or truncated:
+            break
+    assert steps == 1000 and 900.0 <= cost <= 1000.0, (steps, cost)
