@@ -87,9 +87,10 @@ from algorithms.core.ppo import (
     clipped_surrogate,
     collect_rollout,
     estimate_advantages,
-    explained_variance,
+    iteration_metrics,
     minibatches,
     normalize_advantages,
+    optimizer_step,
     set_lr,
     value_loss,
     warmup_cosine_lr,
@@ -303,28 +304,15 @@ class DPPO(Algorithm):
             pg_loss = clipped_surrogate(ratio, adv, self.clip_eps[i])
             v_loss = value_loss(self.critic(states[b]).squeeze(-1), returns[b])
             loss = pg_loss + cfg.vf_coef * v_loss
-            self.actor_optimizer.zero_grad(set_to_none=True)
-            self.critic_optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if iteration > cfg.critic_warmup_iterations:
-                self.actor_optimizer.step()
-            self.critic_optimizer.step()
+            optimizer_step(loss, self.actor_optimizer, self.critic_optimizer,
+                           train_actor=iteration > cfg.critic_warmup_iterations)
             kl = float(approx_kl(log_ratio))
             stats.add(pg_loss=pg_loss, value_loss=v_loss, approx_kl=kl, ratio=ratio.mean(),
                       clip_fraction=clip_fraction(ratio, self.clip_eps[i]))
             if 0 < cfg.target_kl < kl:
                 break
 
-        metrics: dict[str, torch.Tensor | float] = {
-            "phase": 1.0, "finetune_iteration": float(iteration), "gradient_steps": float(stats.count),
-            **stats.means(), "rollout_episodes": float(len(rollout.episode_returns)),
-            "rollout_env_steps": float(rollout.env_steps), **self.envs.metrics()}
-        if rollout.episode_returns:
-            metrics["rollout_return"] = float(np.mean(rollout.episode_returns))
-        ev = explained_variance(values, returns)
-        if math.isfinite(ev):
-            metrics["explained_variance"] = ev
-        return metrics
+        return iteration_metrics(iteration, stats, rollout, self.envs.metrics(), values, returns)
 
     # --- evaluation -------------------------------------------------------------------------------------------------
 

@@ -456,6 +456,33 @@ class MinibatchMeans:
         return {key: total / self.count for key, total in self.sums.items()}
 
 
+def optimizer_step(loss: torch.Tensor, actor_optimizer: torch.optim.Optimizer,
+                   critic_optimizer: torch.optim.Optimizer, train_actor: bool) -> None:
+    """One step of L = L_pg + vf_coef L_V: the critic always, the actor once the critic's warm-up is over."""
+    actor_optimizer.zero_grad(set_to_none=True)
+    critic_optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if train_actor:
+        actor_optimizer.step()
+    critic_optimizer.step()
+
+
+def iteration_metrics(iteration: int, stats: MinibatchMeans, rollout: Rollout, env_metrics: dict[str, float],
+                      values: torch.Tensor, returns: torch.Tensor, **extra: float) -> dict[str, torch.Tensor | float]:
+    """What a fine-tuning iteration reports: its losses' means, the rollout's episodes, the critic's explained
+    variance (when defined)."""
+    metrics: dict[str, torch.Tensor | float] = {
+        "phase": 1.0, "finetune_iteration": float(iteration), "gradient_steps": float(stats.count),
+        **stats.means(), **extra, "rollout_episodes": float(len(rollout.episode_returns)),
+        "rollout_env_steps": float(rollout.env_steps), **env_metrics}
+    if rollout.episode_returns:
+        metrics["rollout_return"] = float(np.mean(rollout.episode_returns))
+    ev = explained_variance(values, returns)
+    if math.isfinite(ev):
+        metrics["explained_variance"] = ev
+    return metrics
+
+
 def minibatches(n: int, batch_size: int, epochs: int, generator: torch.Generator) -> Iterator[torch.Tensor]:
     """Indices of `epochs` passes over n samples, each a fresh permutation cut into n // batch_size minibatches
     (at least one; the remainder is skipped, as the reference). Break out of the loop to stop early."""
