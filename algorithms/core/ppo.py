@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import copy
 import math
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -272,6 +273,8 @@ class Rollout:
     dones: torch.Tensor  # (T, N)
     episode_returns: list[float]  # of the episodes that ended during the rollout
     env_steps: int  # actions executed
+    policy_seconds: float = 0.0  # wall time in the policy (DPPO: the denoising chain)
+    env_seconds: float = 0.0  # wall time in the simulator (stepping the chunks)
 
     @property
     def size(self) -> int:
@@ -291,10 +294,17 @@ def _collect_rollout(envs: ChunkEnvs, n_steps: int, policy: Callable[[torch.Tens
     device = obs_scaler.device
     obs, records, rewards, next_obs, terminated, dones = [], [], [], [], [], []
     returns, env_steps = [], 0
+    policy_seconds = env_seconds = 0.0
     for _ in range(n_steps):
+        t0 = time.perf_counter()
         state = obs_scaler.scale(torch.as_tensor(envs.observations(), device=device))
         chunk, record = policy(state)
-        step = envs.step(to_env(chunk))
+        actions = to_env(chunk)
+        t1 = time.perf_counter()
+        step = envs.step(actions)
+        t2 = time.perf_counter()
+        policy_seconds += t1 - t0
+        env_seconds += t2 - t1
         obs.append(state)
         records.append(record)
         rewards.append(step.rewards)
@@ -308,7 +318,8 @@ def _collect_rollout(envs: ChunkEnvs, n_steps: int, policy: Callable[[torch.Tens
         return torch.as_tensor(np.stack(rows), device=device)
 
     return Rollout(torch.stack(obs), torch.stack(records), tensor(rewards),
-                   obs_scaler.scale(tensor(next_obs)), tensor(terminated), tensor(dones), returns, env_steps)
+                   obs_scaler.scale(tensor(next_obs)), tensor(terminated), tensor(dones), returns, env_steps,
+                   policy_seconds, env_seconds)
 
 
 class RandomStream:
@@ -469,12 +480,14 @@ def optimizer_step(loss: torch.Tensor, actor_optimizer: torch.optim.Optimizer,
 
 def iteration_metrics(iteration: int, stats: MinibatchMeans, rollout: Rollout, env_metrics: dict[str, float],
                       values: torch.Tensor, returns: torch.Tensor, **extra: float) -> dict[str, torch.Tensor | float]:
-    """What a fine-tuning iteration reports: its losses' means, the rollout's episodes, the critic's explained
-    variance (when defined)."""
+    """What a fine-tuning iteration reports: its losses' means, the rollout's episodes and where its time went
+    (policy vs simulator; benchmarks/finetune_throughput.py reads them), the critic's explained variance (when
+    defined)."""
     metrics: dict[str, torch.Tensor | float] = {
         "phase": 1.0, "finetune_iteration": float(iteration), "gradient_steps": float(stats.count),
         **stats.means(), **extra, "rollout_episodes": float(len(rollout.episode_returns)),
-        "rollout_env_steps": float(rollout.env_steps), **env_metrics}
+        "rollout_env_steps": float(rollout.env_steps), "rollout_policy_s": rollout.policy_seconds,
+        "rollout_env_s": rollout.env_seconds, **env_metrics}
     if rollout.episode_returns:
         metrics["rollout_return"] = float(np.mean(rollout.episode_returns))
     ev = explained_variance(values, returns)
