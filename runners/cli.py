@@ -39,6 +39,8 @@ def _checkpoints(given: Path | None) -> Path | None:
 def _add_run_protocol(p: argparse.ArgumentParser) -> None:
     p.add_argument("--steps", type=int, default=1_000_000, help="gradient updates (default: %(default)s)")
     p.add_argument("--eval-every", type=int, default=5_000, help="updates between curve evaluations")
+    p.add_argument("--eval-every-env-steps", type=int, default=0,
+                   help="also evaluate when the env steps pass each multiple of this (online phases; 0: never)")
     p.add_argument("--eval-episodes", type=int, default=50, help="episodes of the final evaluation")
     p.add_argument("--curve-episodes", type=int, default=10, help="episodes of each evaluation during training")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default: auto)")
@@ -98,7 +100,8 @@ def cmd_run(argv: list[str]) -> int:
     cli_cfg = {k[4:]: v for k, v in vars(args).items() if k.startswith("cfg.")}
     req = RunRequest(
         algo=args.algo, task=args.task, seed=args.seed, steps=args.steps, eval_every=args.eval_every,
-        eval_episodes=args.eval_episodes, curve_episodes=args.curve_episodes, device=args.device,
+        eval_every_env_steps=args.eval_every_env_steps, eval_episodes=args.eval_episodes,
+        curve_episodes=args.curve_episodes, device=args.device,
         results=args.results, checkpoint_every=args.checkpoint_every, checkpoints=_checkpoints(args.checkpoints),
         overwrite=args.overwrite,
         progress=False if args.no_progress else None, threads=args.threads, cuda_graphs=args.cuda_graphs,
@@ -233,6 +236,7 @@ def cmd_sweep(argv: list[str]) -> int:
     parser.add_argument("--seeds", help="e.g. 0-4 or 0,1,2 (default: 0-2)")
     parser.add_argument("--steps", type=int)
     parser.add_argument("--eval-every", type=int)
+    parser.add_argument("--eval-every-env-steps", type=int)
     parser.add_argument("--eval-episodes", type=int)
     parser.add_argument("--curve-episodes", type=int)
     parser.add_argument("--checkpoint-every", type=int)
@@ -253,8 +257,8 @@ def cmd_sweep(argv: list[str]) -> int:
                         "update) or pending; train nothing")
     args = parser.parse_args(argv)
     values = load_sweep_file(args.file) if args.file else {}
-    for key in ("steps", "eval_every", "eval_episodes", "curve_episodes", "checkpoint_every", "device", "results",
-                "checkpoints", "cuda_graphs"):
+    for key in ("steps", "eval_every", "eval_every_env_steps", "eval_episodes", "curve_episodes", "checkpoint_every",
+                "device", "results", "checkpoints", "cuda_graphs"):
         if getattr(args, key) is not None:
             values[key] = getattr(args, key)
     values["checkpoints"] = _checkpoints(values.get("checkpoints"))

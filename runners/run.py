@@ -48,6 +48,7 @@ class RunRequest:
     seed: int = 0
     steps: int = 1_000_000  # gradient updates
     eval_every: int = 5_000
+    eval_every_env_steps: int = 0  # also evaluate after the update that passes each multiple of this (0: never)
     eval_episodes: int = 50  # final evaluation
     curve_episodes: int = 10  # each evaluation during training
     device: str = "auto"
@@ -74,6 +75,8 @@ class RunRequest:
             minimum = 0 if name == "steps" else 1
             if not isinstance(value, int) or value < minimum:
                 raise CtrlbenchError(f"--{name.replace('_', '-')} must be an integer >= {minimum}, got {value}")
+        if not isinstance(self.eval_every_env_steps, int) or self.eval_every_env_steps < 0:
+            raise CtrlbenchError(f"--eval-every-env-steps must be an integer >= 0, got {self.eval_every_env_steps}")
 
 
 def resolve_device(requested: str) -> torch.device:
@@ -128,7 +131,9 @@ def prepare(req: RunRequest) -> Prepared:
         "task": task.id,
         "config": config_to_dict(config),
         "protocol": {"steps": req.steps, "eval_every": req.eval_every, "eval_episodes": req.eval_episodes,
-                     "curve_episodes": req.curve_episodes},
+                     "curve_episodes": req.curve_episodes,
+                     # only when set, so that the ids of runs without it stay what they were
+                     **({"eval_every_env_steps": req.eval_every_env_steps} if req.eval_every_env_steps else {})},
         "dataset_id": task.dataset_id,
         "dataset_metadata_hash": metadata_hash,
     }
@@ -352,10 +357,15 @@ def _train_and_record(req: RunRequest, p: Prepared, out: Path, log: Callable[[st
                disable=(not req.progress) if req.progress is not None else None, dynamic_ncols=True)
     attempt.algo = algo  # training begins: from here on, an error is the run's failure
     milestones = {step: name for name, step in algo.milestones().items() if 0 < step < req.steps}
+    every_env = req.eval_every_env_steps
+    next_env_eval = (ctx.env_steps // every_env + 1) * every_env if every_env else None
     while algo.step < req.steps:
-        # Train until the next event (log / eval / checkpoint / milestone / end) without syncing the device.
+        # Train until the next event (log / eval / checkpoint / milestone / end) without syncing the device; with
+        # evaluations by env steps, one update at a time (how many env steps an update takes is the algorithm's).
         events = (req.check_every, req.log_every, req.eval_every, req.checkpoint_every)
         stop = min([req.steps] + [(algo.step // e + 1) * e for e in events] + [m for m in milestones if m > algo.step])
+        if every_env:
+            stop = algo.step + 1
         t0 = time.perf_counter()
         metrics: dict[str, Any] = {}
         metrics = updates.run(stop - algo.step)
@@ -365,7 +375,10 @@ def _train_and_record(req: RunRequest, p: Prepared, out: Path, log: Callable[[st
         train_seconds += time.perf_counter() - t0
         bar.update(step - bar.n)
         logged = dict(last_metrics) if step % req.log_every == 0 or step == req.steps else None
-        if (step % req.eval_every == 0 or step in milestones) and step < req.steps:
+        env_eval = next_env_eval is not None and ctx.env_steps >= next_env_eval
+        if env_eval:
+            next_env_eval = (ctx.env_steps // every_env + 1) * every_env
+        if (step % req.eval_every == 0 or step in milestones or env_eval) and step < req.steps:
             point = {"step": step, **protocol.summary(protocol.evaluate(policy, curve_seeds)),
                      "env_steps": ctx.env_steps, **last_metrics}
             if step in milestones:

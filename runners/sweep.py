@@ -44,6 +44,7 @@ class SweepSpec:
     seeds: list[int]
     steps: int = 1_000_000
     eval_every: int = 5_000
+    eval_every_env_steps: int = 0  # also evaluate each time the env steps pass a multiple of this (0: never)
     eval_episodes: int = 50
     curve_episodes: int = 10
     checkpoint_every: int = 10_000
@@ -56,6 +57,7 @@ class SweepSpec:
 
     def requests(self) -> list[RunRequest]:
         return [RunRequest(algo=a, task=t, seed=s, steps=self.steps, eval_every=self.eval_every,
+                           eval_every_env_steps=self.eval_every_env_steps,
                            eval_episodes=self.eval_episodes, curve_episodes=self.curve_episodes, device=self.device,
                            results=self.results, checkpoint_every=self.checkpoint_every, checkpoints=self.checkpoints,
                            progress=False, cuda_graphs=self.cuda_graphs,

@@ -219,3 +219,17 @@ def test_cuda_without_gpu_is_one_line(minari_root: Path, tmp_path: Path) -> None
     assert res.returncode != 0 and "Traceback" not in res.stderr
     assert res.stderr.strip().count("\n") == 0 and "no CUDA GPU" in res.stderr
     assert not (tmp_path / "runs").exists()
+
+
+def test_evaluations_by_env_steps_join_those_by_updates(minari_root: Path, tmp_path: Path) -> None:
+    """--eval-every-env-steps evaluates after the update that passes each multiple (the probe takes 2 env steps an
+    update), besides --eval-every's updates; the protocol records it, so it is part of the run's id."""
+    res = run_cli("run", "--algo-module", str(PROBE), "--algo", "probe", "--task", "smoke-finetune-v0", *TINY,
+                  "--eval-every-env-steps", "30", "--results", str(tmp_path), minari=minari_root)
+    assert res.returncode == 0, res.stderr
+    (record,) = records(tmp_path)
+    assert [(p["step"], p["env_steps"]) for p in record["curve"]] == [(15, 30), (20, 40), (30, 60)]
+    assert record["protocol"]["eval_every_env_steps"] == 30
+    bad = run_cli("run", "--algo", "bc", "--task", "smoke-v0", *TINY, "--eval-every-env-steps", "-1",
+                  "--results", str(tmp_path / "bad"), minari=minari_root)
+    assert bad.returncode != 0 and bad.stderr.strip().splitlines()[-1].endswith("must be an integer >= 0, got -1")
