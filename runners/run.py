@@ -388,7 +388,9 @@ def _train_and_record(req: RunRequest, p: Prepared, out: Path, log: Callable[[st
             logged = {**last_metrics, "score": point["score_mean"], "eval_return": point["return_mean"]}
         if logged is not None:
             metrics_log.log(step, logged)
-        if step % req.checkpoint_every == 0 and step < req.steps:
+        # An online phase's updates may be whole iterations (DPPO: 20k env steps), too few for a period in updates
+        # to reach: its evaluations by env steps are checkpoints too.
+        if (step % req.checkpoint_every == 0 or env_eval) and step < req.steps:
             recent = {"updates": step - mark_step, "train_seconds": train_seconds - mark_seconds}
             save_checkpoint(ckpt, {"algorithm": algo.state_dict(), "rng": capture_rng_state(), "curve": curve,
                                    "train_seconds": train_seconds, "recent": recent, "env_steps": ctx.env_steps,
