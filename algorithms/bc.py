@@ -1,6 +1,13 @@
 """Behavior cloning (CORL `any_percent_bc.py`): regress the dataset action with MSE.
 
 With `top_fraction` < 1 it is %BC: only the episodes with the highest returns are cloned.
+
+On cost-labelled data (offline safe tasks), OSRL's two BC baselines (liuzuxin/OSRL 03a4586, `osrl/algorithms/bc.py`,
+`osrl/common/dataset.py::process_bc_dataset`, defaults `examples/configs/bc_configs.py`):
+  bc_all   BC on every transition (bc_mode "all");
+  bc_safe  BC on the episodes whose undiscounted cost is <= the budget kappa (bc_mode "safe"; OSRL's gamma = 1).
+Their defaults are OSRL's: MLP 256x256 (ReLU, tanh output scaled to the action bound), Adam 1e-3, batch 512, states
+not normalized. OSRL splits episodes at terminals or timeouts; the dataset's own episode ids are the same split.
 """
 
 from __future__ import annotations
@@ -14,6 +21,7 @@ import torch.nn.functional as F
 from algorithms.core.config import require
 from algorithms.core.contract import AlgoContext, Algorithm
 from algorithms.core.data import Batch, TransitionData, offline_sampler
+from algorithms.core.errors import CtrlbenchError
 from algorithms.core.nets import DeterministicActor, adam
 from algorithms.core.registry import register
 
@@ -46,13 +54,26 @@ def bc_loss(actor: torch.nn.Module, batch: Batch) -> torch.Tensor:
     return F.mse_loss(actor(batch.observations), batch.actions)
 
 
+def keep_safe_episodes(data: TransitionData, kappa: float) -> TransitionData:
+    """The transitions of the episodes whose undiscounted cost is within the budget (OSRL dataset.py:111-113)."""
+    ids = np.unique(data.episode_ids)
+    keep = ids[data.episode_costs() <= kappa]
+    if len(keep) == 0:
+        raise CtrlbenchError(f"bc_safe: no episode of the dataset has a cost <= {kappa:g}")
+    return data.select(np.isin(data.episode_ids, keep))
+
+
 @register("bc", kinds=("offline",))
 class BC(Algorithm):
     Config = BCConfig
 
+    def cloned(self, ctx: AlgoContext) -> TransitionData:
+        """The transitions to clone."""
+        return keep_best_episodes(ctx.require_dataset(self.name), self.config.top_fraction)
+
     def __init__(self, config: BCConfig, ctx: AlgoContext) -> None:
         super().__init__(config, ctx)
-        data = keep_best_episodes(ctx.require_dataset("bc"), config.top_fraction)
+        data = self.cloned(ctx)
         self.normalizer, self.sampler = offline_sampler(data, self.device, ctx.seed, config.normalize)
         self.actor = DeterministicActor(ctx.obs_dim, ctx.act_dim, ctx.max_action, config.hidden).to(self.device)
         self.optimizer = adam(self.actor.parameters(), lr=config.lr)
@@ -71,3 +92,30 @@ class BC(Algorithm):
     @torch.no_grad()
     def act(self, obs: np.ndarray, weight: np.ndarray | None = None) -> np.ndarray:
         return self.actor(self.obs_tensor(self.normalizer(obs))).cpu().numpy()
+
+
+@dataclass
+class SafeBCConfig(BCConfig):  # OSRL's BC defaults (bc_configs.py:31-37,44)
+    batch_size: int = 512  # transitions per gradient step
+    lr: float = 1e-3  # Adam learning rate
+    normalize: bool = False  # OSRL feeds raw states
+
+
+@register("bc_all", kinds=("offline-safe",))
+class BCAll(BC):
+    """BC on every transition of a cost-labelled dataset, whatever its cost."""
+
+    Config = SafeBCConfig
+
+
+@register("bc_safe", kinds=("offline-safe",))
+class BCSafe(BC):
+    """BC on the episodes within the cost budget."""
+
+    Config = SafeBCConfig
+
+    def cloned(self, ctx: AlgoContext) -> TransitionData:
+        data = super().cloned(ctx)
+        if ctx.cost_limit is None:
+            raise CtrlbenchError("bc_safe needs a task with a cost budget")
+        return keep_safe_episodes(data, ctx.cost_limit)

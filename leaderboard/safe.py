@@ -15,13 +15,14 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from algorithms.core.registry import SAFE_KINDS
 from leaderboard.table import entry_labels, row_order
 
 SAFE_COLUMNS = ["algorithm", "task", "seed", "reward_norm", "cost", "cost_norm", "safe", "cost_limit"]
 
 
 def is_safe_record(record: dict) -> bool:
-    return record.get("task_kind") == "safe"
+    return record.get("task_kind") in SAFE_KINDS
 
 
 def safe_runs_frame(records: list[dict]) -> pd.DataFrame:

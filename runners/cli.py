@@ -135,6 +135,7 @@ def cmd_list(argv: list[str]) -> int:
         for tid, t in available_tasks().items():
             built = "built" if t.dataset_id is None or dataset_exists(t.dataset_id) else "not built"
             extra = {"sim-to-real": f"  sim: {t.gap}", "safe": f"  cost budget {t.cost_limit}",
+                     "offline-safe": f"  cost budget {t.cost_limit}",
                      "multi-objective": f"  {t.reward_dim} objectives, {len(t.preference_weights)} weights"}
             print(f"{tid:28s} kind={t.kind:17s} dataset={t.dataset_id} ({built}){extra.get(t.kind, '')}")
     return 0

@@ -11,7 +11,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     build = sub.add_parser("build", help="build datasets offline: `smoke`, or an env with --kinds")
     build.add_argument("env", help="smoke | hopper | halfcheetah | walker2d")
     build.add_argument("--kinds", default="random,medium,expert,medium-replay,medium-expert",
-                       help="comma-separated kinds (default: all five)")
+                       help="comma-separated kinds (default: all five), or `velocity`: the cost-labelled dataset of "
+                       "the offline safe tasks (tasks/safe_datasets.py)")
     build.add_argument("--size", type=int, default=1_000_000,
                        help="transitions for random/medium/expert (default: 1M, as D4RL)")
     build.add_argument("--replay-size", type=int, default=None,
@@ -47,10 +48,19 @@ def _build(args: argparse.Namespace) -> int:
     if args.env == "smoke":
         from tasks import smoke
 
-        if dataset_exists(smoke.DATASET_ID) and not args.overwrite:
-            print(f"{smoke.DATASET_ID} already built at {dataset_dir(smoke.DATASET_ID)}")
+        ids = (smoke.DATASET_ID, smoke.COST_DATASET_ID)
+        if all(dataset_exists(d) for d in ids) and not args.overwrite:
+            print(f"{' and '.join(ids)} already built under {dataset_dir('')}")
             return 0
-        print(f"built {smoke.build(overwrite=args.overwrite)} at {dataset_dir(smoke.DATASET_ID)}")
+        smoke.build(overwrite=args.overwrite)
+        print(f"built {' and '.join(ids)} under {dataset_dir('')}")
+        return 0
+    if "velocity" in args.kinds.split(","):
+        from tasks import safe_datasets
+
+        if args.kinds.strip() != "velocity":
+            raise CtrlbenchError("build the cost-labelled dataset on its own: --kinds velocity")
+        print(f"built {safe_datasets.build(args.env, seed=args.seed, overwrite=args.overwrite)}")
         return 0
     from tasks.factory import build
 

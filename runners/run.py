@@ -323,6 +323,9 @@ def _train_and_record(req: RunRequest, p: Prepared, out: Path, log: Callable[[st
     if req.threads is not None:
         torch.set_num_threads(req.threads)
     dataset = load_transitions(p.task.dataset_id, p.task.build_command) if p.task.dataset_id else None
+    if p.task.kind == "offline-safe" and dataset.transitions.costs is None:
+        raise CtrlbenchError(f"{p.task.id} needs per-step costs and dataset {p.task.dataset_id} has none; rebuild "
+                             f"it with `{p.task.build_command} --overwrite`")
     protocol = protocol_for(p.task, p.ref_min, p.ref_max)
     probe = p.task.make_env()
     obs_space, act_space = probe.observation_space, probe.action_space

@@ -16,6 +16,7 @@ velocity datasets, ../shared/reference/safe_and_morl.md A2): the normalized rewa
 
 from __future__ import annotations
 
+import dataclasses
 import re
 
 from algorithms.core.errors import CtrlbenchError
@@ -24,6 +25,7 @@ from tasks.dynamics_gap import parse_gap
 from tasks.envs import DYNAMICS_GAP_ID, PENDULUM_COST_ID, VELOCITY_ID, suite_env_id
 from tasks.locomotion import ENVS, KINDS, dataset_id, task_id
 from tasks.protocol import check_budget
+from tasks.safe_datasets import velocity_dataset_id
 from tasks.spec import TaskSpec
 from tasks.velocity_cost import CORE_ROBOTS, COST_BUDGETS, ROBOTS
 
@@ -33,6 +35,7 @@ SIM_TO_REAL_KINDS = ("medium", "medium-replay", "medium-expert")  # H2O's real d
 DSRL_REWARD_RANGE = {"hopper": (37.05, 1911.40), "halfcheetah": (5.75, 2806.93), "walker2d": (18.67, 3418.22),
                      "ant": (6.15, 2976.28), "swimmer": (0.071, 238.96)}
 _VELOCITY_ID = re.compile(r"(?P<robot>[a-z0-9]+)-velocity-k(?P<kappa>[^-]+|-[^-]+)-v0")
+_OFFLINE_VELOCITY_ID = re.compile(r"offline-(?P<robot>[a-z0-9]+)-velocity-k(?P<kappa>[^-]+|-[^-]+)-v0")
 _SIM_TO_REAL_ID = re.compile(rf"(?P<env>{'|'.join(ENVS)})-(?P<gap>.+?)-(?P<kind>{'|'.join(SIM_TO_REAL_KINDS)})-v0")
 
 
@@ -71,6 +74,27 @@ def velocity_task(robot: str, kappa: float) -> TaskSpec:
     )
 
 
+def _budget(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise CtrlbenchError(f"cannot read the cost budget {text!r} as a number") from None
+
+
+def offline_velocity_task(robot: str, kappa: float) -> TaskSpec:
+    """The velocity task learned from the factory's cost-labelled dataset of the robot (tasks/safe_datasets.py):
+    rewards normalized with the dataset's own episode reward range (DSRL's MIN/MAX_EPISODE_REWARD, taken from its
+    metadata), costs with kappa."""
+    if robot not in ENVS:
+        raise CtrlbenchError(f"no cost-labelled dataset for {robot!r} (no committed behavior policies); "
+                             f"known: {', '.join(ENVS)}")
+    online = velocity_task(robot, kappa)
+    return dataclasses.replace(
+        online, id=f"offline-{online.id}", dataset_id=velocity_dataset_id(robot), kind="offline-safe",
+        ref_min_score=None, ref_max_score=None, build_command=f"ctrlbench datasets build {robot} --kinds velocity",
+        description=f"{online.description}; learned offline from the cost-labelled dataset")
+
+
 def task_from_id(task_id: str) -> TaskSpec | None:
     """A task that is not listed but whose id has a listed form (a sim-to-real task with another gap, a velocity
     task with another budget); None when the id has no such form. A bad parameter is a one-line error."""
@@ -78,11 +102,9 @@ def task_from_id(task_id: str) -> TaskSpec | None:
         if (match := _SIM_TO_REAL_ID.fullmatch(task_id)) is not None:
             task = sim_to_real_task(match["env"], match["gap"], match["kind"])
         elif (match := _VELOCITY_ID.fullmatch(task_id)) is not None:
-            try:
-                kappa = float(match["kappa"])
-            except ValueError:
-                raise CtrlbenchError(f"cannot read the cost budget {match['kappa']!r} as a number") from None
-            task = velocity_task(match["robot"], kappa)
+            task = velocity_task(match["robot"], _budget(match["kappa"]))
+        elif (match := _OFFLINE_VELOCITY_ID.fullmatch(task_id)) is not None:
+            task = offline_velocity_task(match["robot"], _budget(match["kappa"]))
         else:
             return None
     except CtrlbenchError as e:
@@ -105,6 +127,10 @@ def builtin_tasks() -> list[TaskSpec]:
         family="smoke", cost_limit=20.0, build_command="ctrlbench datasets build smoke",
         description="Pendulum-v1 with cost 1 a step above 4 rad/s, budget 20 per episode; seconds",
     ), TaskSpec(
+        id="smoke-offline-safe-v0", dataset_id=smoke.COST_DATASET_ID, env_id=suite_env_id(PENDULUM_COST_ID),
+        kind="offline-safe", family="smoke", cost_limit=20.0, build_command="ctrlbench datasets build smoke",
+        description="the smoke episodes labelled with the cost of smoke-safe-v0, budget 20 per episode; seconds",
+    ), TaskSpec(
         id="smoke-finetune-v0", dataset_id=smoke.DATASET_ID, env_id=smoke.ENV_ID, kind="offline-to-online",
         family="smoke", build_command="ctrlbench datasets build smoke",
         description="pretrain on the smoke dataset, fine-tune in Pendulum-v1; seconds",
@@ -119,5 +145,6 @@ def builtin_tasks() -> list[TaskSpec]:
     tasks += [sim_to_real_task(env, gap, kind)
               for env in ENVS for gap in SIM_TO_REAL_GAPS for kind in SIM_TO_REAL_KINDS]
     tasks += [velocity_task(robot, kappa) for robot in CORE_ROBOTS for kappa in COST_BUDGETS]
+    tasks += [offline_velocity_task(robot, kappa) for robot in ENVS for kappa in COST_BUDGETS]
     tasks += [finetune_task(env) for env in ENVS]
     return tasks

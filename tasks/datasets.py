@@ -130,6 +130,7 @@ class Episode:
     terminations: np.ndarray
     truncations: np.ndarray
     seed: int | None = None
+    costs: np.ndarray | None = None  # T per-step costs (safe datasets), stored as Minari infos["cost"]
 
 
 @contextmanager
@@ -160,8 +161,11 @@ def write_minari_dataset(dataset_id: str, episodes: list[Episode], env: gym.Env,
     final = root / dataset_id
     if final.exists() and not overwrite:
         raise CtrlbenchError(f"dataset {dataset_id} already exists at {final}; pass --overwrite to rebuild it")
+    # Minari keeps T + 1 infos (the reset's, then one per step): a cost column gets a 0 for the reset
     buffers = [EpisodeBuffer(id=i, seed=ep.seed, observations=ep.observations, actions=ep.actions,
-                             rewards=ep.rewards, terminations=ep.terminations, truncations=ep.truncations)
+                             rewards=ep.rewards, terminations=ep.terminations, truncations=ep.truncations,
+                             infos=None if ep.costs is None else
+                             {"cost": np.concatenate([[0.0], np.asarray(ep.costs, np.float32)]).astype(np.float32)})
                for i, ep in enumerate(episodes)]
     with _staging_root(root) as staging, warnings.catch_warnings():
         warnings.simplefilter("ignore")  # Minari warns about unset author/permalink fields

@@ -59,9 +59,12 @@ def sampled_policy(actor: SquashedGaussianActor) -> BatchPolicy:
     return act
 
 
-def collect(env_name: str, policy: BatchPolicy, size: int, seed: int, stream: int) -> list[Episode]:
-    """Episodes 0, 1, ... (in index order) until they hold `size` transitions; the last one is cut to fit."""
-    envs = [gym.make(env_id(env_name)) for _ in range(N_ENVS)]
+def collect(env_name: str, policy: BatchPolicy, size: int, seed: int, stream: int,
+            make_env: Callable[[], gym.Env] | None = None) -> list[Episode]:
+    """Episodes 0, 1, ... (in index order) until they hold `size` transitions; the last one is cut to fit.
+    `make_env` replaces the env's v5 gymnasium env (e.g. a velocity-cost env); a step's info["cost"], when the env
+    gives one, is recorded as the episode's costs."""
+    envs = [make_env() if make_env else gym.make(env_id(env_name)) for _ in range(N_ENVS)]
     done: dict[int, Episode] = {}
     slots: list[dict | None] = [None] * N_ENVS
     next_index = 0
@@ -83,7 +86,7 @@ def collect(env_name: str, policy: BatchPolicy, size: int, seed: int, stream: in
         ep_seed = derive_seed(seed, stream, i)
         obs, _ = envs[slot].reset(seed=ep_seed)
         slots[slot] = {"i": i, "seed": ep_seed, "rng": np.random.default_rng(derive_seed(seed, stream, i, 1)),
-                       "obs": [obs], "act": [], "rew": [], "term": [], "trunc": []}
+                       "obs": [obs], "act": [], "rew": [], "term": [], "trunc": [], "cost": []}
 
     for slot in range(N_ENVS):
         launch(slot)
@@ -93,7 +96,9 @@ def collect(env_name: str, policy: BatchPolicy, size: int, seed: int, stream: in
                          [slots[k]["rng"] for k in live])
         for k, action in zip(live, actions):
             s = slots[k]
-            obs, reward, terminated, truncated, _ = envs[k].step(action)
+            obs, reward, terminated, truncated, info = envs[k].step(action)
+            if "cost" in info:
+                s["cost"].append(info["cost"])
             s["obs"].append(obs)
             s["act"].append(action)
             s["rew"].append(reward)
@@ -102,7 +107,8 @@ def collect(env_name: str, policy: BatchPolicy, size: int, seed: int, stream: in
             if terminated or truncated:
                 done[s["i"]] = Episode(np.asarray(s["obs"], np.float32), np.asarray(s["act"], np.float32),
                                        np.asarray(s["rew"], np.float32), np.asarray(s["term"]),
-                                       np.asarray(s["trunc"]), s["seed"])
+                                       np.asarray(s["trunc"]), s["seed"],
+                                       np.asarray(s["cost"], np.float32) if s["cost"] else None)
                 launch(k)
     for env in envs:
         env.close()
@@ -123,7 +129,8 @@ def _cut(ep: Episode, length: int) -> Episode:
     term = ep.terminations[:length].copy()
     if not term[-1]:
         trunc[-1] = True
-    return Episode(ep.observations[: length + 1], ep.actions[:length], ep.rewards[:length], term, trunc, ep.seed)
+    return Episode(ep.observations[: length + 1], ep.actions[:length], ep.rewards[:length], term, trunc, ep.seed,
+                   None if ep.costs is None else ep.costs[:length])
 
 
 @dataclass

@@ -248,7 +248,7 @@ class MultiObjectiveProtocol(ScoringProtocol):
 
 PROTOCOLS: dict[str, type[ScoringProtocol]] = {
     "offline": ScoringProtocol, "offline-to-online": ScoringProtocol, "sim-to-real": SimToRealProtocol,
-    "safe": SafeProtocol, "multi-objective": MultiObjectiveProtocol,
+    "safe": SafeProtocol, "offline-safe": SafeProtocol, "multi-objective": MultiObjectiveProtocol,
 }
 
 

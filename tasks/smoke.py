@@ -1,4 +1,5 @@
-"""`smoke-v0`: a Pendulum-v1 dataset that builds in seconds, for tests and first contact.
+"""`smoke-v0`: a Pendulum-v1 dataset that builds in seconds, for tests and first contact; `smoke-cost-v0`, the same
+episodes with the per-step cost of PendulumSpeedCost (tasks/envs.py), for the offline safe smoke task.
 
 Behavior: a hand-written swing-up controller (energy pumping, then PD balancing) whose action is
 replaced by a uniform random one with a per-episode probability that rises from 0 to 0.8, so
@@ -9,13 +10,17 @@ Reference scores: seeded uniform-random policy (min) and the noiseless controlle
 
 from __future__ import annotations
 
+import dataclasses
+
 import gymnasium as gym
 import numpy as np
 
 from algorithms.core.seeding import derive_seed
-from tasks.datasets import Episode, write_minari_dataset
+from tasks.datasets import Episode, dataset_exists, write_minari_dataset
+from tasks.envs import PENDULUM_COST_ID, pendulum_speed_cost, suite_env_id
 
 DATASET_ID = "ctrlbench/pendulum/smoke-v0"
+COST_DATASET_ID = "ctrlbench/pendulum/smoke-cost-v0"
 ENV_ID = "Pendulum-v1"
 N_EPISODES = 100
 SEED = 0
@@ -64,6 +69,7 @@ def mean_return(policy_factory, n: int, stream: int) -> float:
 
 
 def build(overwrite: bool = False) -> str:
+    """Both smoke datasets; those already built are kept unless `overwrite`."""
     env = gym.make(ENV_ID)
     space = env.action_space
 
@@ -86,11 +92,25 @@ def build(overwrite: bool = False) -> str:
     episodes = [_rollout(env, derive_seed(SEED, 3, i), behavior_policy(i)) for i in range(N_EPISODES)]
     ref_min = mean_return(random_policy, 100, stream=4)
     ref_max = mean_return(lambda i: swing_up_controller, 100, stream=5)
-    write_minari_dataset(
-        DATASET_ID, episodes, env, eval_env=ENV_ID, ref_min_score=ref_min, ref_max_score=ref_max,
-        algorithm_name="swing-up controller with per-episode random-action mixing",
-        description="ctrlbench smoke dataset: Pendulum-v1, 100 episodes of a mixed-quality controller",
-        extra_metadata={"ctrlbench_recipe": {"builder": "tasks.smoke", "seed": SEED, "episodes": N_EPISODES}},
-        overwrite=overwrite,
-    )
+    recipe = {"builder": "tasks.smoke", "seed": SEED, "episodes": N_EPISODES}
+    if overwrite or not dataset_exists(DATASET_ID):
+        write_minari_dataset(
+            DATASET_ID, episodes, env, eval_env=ENV_ID, ref_min_score=ref_min, ref_max_score=ref_max,
+            algorithm_name="swing-up controller with per-episode random-action mixing",
+            description="ctrlbench smoke dataset: Pendulum-v1, 100 episodes of a mixed-quality controller",
+            extra_metadata={"ctrlbench_recipe": recipe}, overwrite=overwrite,
+        )
+    # The cost dataset: the same episodes, each step's cost computed from its recorded next state (PendulumSpeedCost
+    # changes nothing else); rewards normalized with the same references as smoke-v0.
+    costed = [dataclasses.replace(ep, costs=pendulum_speed_cost(ep.observations[1:])) for ep in episodes]
+    episode_costs = [float(ep.costs.sum()) for ep in costed]
+    if overwrite or not dataset_exists(COST_DATASET_ID):
+        write_minari_dataset(
+            COST_DATASET_ID, costed, gym.make(suite_env_id(PENDULUM_COST_ID)),
+            eval_env=gym.make(suite_env_id(PENDULUM_COST_ID)), ref_min_score=ref_min, ref_max_score=ref_max,
+            algorithm_name="swing-up controller with per-episode random-action mixing",
+            description="ctrlbench smoke cost dataset: smoke-v0's episodes with PendulumSpeedCost's per-step cost",
+            extra_metadata={"cost_min_score": min(episode_costs), "cost_max_score": max(episode_costs),
+                            "ctrlbench_recipe": {**recipe, "cost": "PendulumSpeedCost"}}, overwrite=overwrite,
+        )
     return DATASET_ID

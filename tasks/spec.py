@@ -12,7 +12,7 @@ from typing import Any
 
 import gymnasium as gym
 
-from algorithms.core.registry import TASK_KINDS
+from algorithms.core.registry import SAFE_KINDS, TASK_KINDS
 
 
 @dataclass(frozen=True)
@@ -41,8 +41,10 @@ class TaskSpec:
     def __post_init__(self) -> None:
         if self.kind not in TASK_KINDS:
             raise ValueError(f"task {self.id}: unknown kind {self.kind!r}; known: {TASK_KINDS}")
-        if self.kind == "safe" and (self.cost_limit is None or self.cost_limit < 0):
+        if self.kind in SAFE_KINDS and (self.cost_limit is None or self.cost_limit < 0):
             raise ValueError(f"task {self.id}: a safe task needs a cost_limit >= 0")
+        if self.kind == "offline-safe" and self.dataset_id is None:
+            raise ValueError(f"task {self.id}: an offline safe task needs a cost-labelled dataset")
         if self.kind == "multi-objective":
             if self.reward_dim < 2 or not self.preference_weights:
                 raise ValueError(f"task {self.id}: a multi-objective task needs reward_dim >= 2 and a weight grid")

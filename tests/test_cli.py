@@ -19,7 +19,7 @@ RECORD_FIELDS = {
     "final", "best", "ref_min_score", "ref_max_score", "run_id", "status", "env_steps", "metrics",
 }
 SMOKE_TASKS = {"offline": "smoke-v0", "sim-to-real": "smoke-sim-to-real-v0", "safe": "smoke-safe-v0",
-               "offline-to-online": "smoke-finetune-v0"}
+               "offline-safe": "smoke-offline-safe-v0", "offline-to-online": "smoke-finetune-v0"}
 PROBE = Path(__file__).parent / "fixtures" / "probe_algo.py"
 
 
@@ -37,6 +37,7 @@ EXTRA = {"spot": ("--vae-steps", "10"),  # reach the TD3 phase inside the tiny b
          "sac_lag": ("--learning-starts", "10", "--batch-size", "8"),
          "cal": ("--learning-starts", "10", "--batch-size", "8", "--utd-ratio", "1"),
          "h2o": ("--initial-sim-steps", "20"), "h2o_naive_mix": ("--initial-sim-steps", "20"),
+         "bcq_lag": ("--batch-size", "64"), "cpq": ("--batch-size", "64"),  # OSRL's 512 x 10 samples: slow here
          **dict.fromkeys(("dppo", "gaussian_ppo"), ("--pretrain-steps", "20", "--n-envs", "2", "--n-steps", "8",
                                                    "--batch-size", "64", "--update-epochs", "1"))}
 # spot: its VAE then TD3 phases break a fixed replay period (README); methods without graph_period (the online,
@@ -72,7 +73,8 @@ def test_tiny_run_writes_one_complete_record(algo: str, device: tuple[str, ...],
     assert not list((tmp_path / "checkpoints").glob("*")), "a finished run leaves no checkpoint"
 
 
-@pytest.mark.parametrize("task", ["smoke-v0", "smoke-sim-to-real-v0", "smoke-safe-v0", "smoke-finetune-v0"])
+@pytest.mark.parametrize("task", ["smoke-v0", "smoke-sim-to-real-v0", "smoke-safe-v0", "smoke-offline-safe-v0",
+                                  "smoke-finetune-v0"])
 def test_every_kind_hands_the_algorithm_its_training_env_and_records_its_metrics(task: str, minari_root: Path,
                                                                                  tmp_path: Path) -> None:
     """The runner, not the algorithm, knows the kinds: env steps taken in update() are counted, a sim-to-real
@@ -90,7 +92,7 @@ def test_every_kind_hands_the_algorithm_its_training_env_and_records_its_metrics
     else:
         assert gravity == 10.0
     assert "milestones" not in record["metrics"]  # the probe names none
-    if task == "smoke-safe-v0":
+    if task in ("smoke-safe-v0", "smoke-offline-safe-v0"):
         costs = record["metrics"]["costs"]
         assert len(costs) == 3 and record["metrics"]["cost_mean"] == pytest.approx(np.mean(costs))
         assert record["final"]["cost_norm"] == pytest.approx(np.mean(costs) / 20.0)

@@ -14,6 +14,7 @@ from dataclasses import dataclass, fields
 import numpy as np
 import torch
 
+from algorithms.core.errors import CtrlbenchError
 from algorithms.core.normalization import StateNormalizer
 
 
@@ -49,6 +50,13 @@ class TransitionData:
         """Undiscounted return of each episode, in episode-id order (scalar rewards only)."""
         _, inverse = np.unique(self.episode_ids, return_inverse=True)
         return np.bincount(inverse, weights=self.rewards.astype(np.float64))
+
+    def episode_costs(self) -> np.ndarray:
+        """Undiscounted cost of each episode, in episode-id order (safe datasets only)."""
+        if self.costs is None:
+            raise CtrlbenchError("this dataset has no per-step costs")
+        _, inverse = np.unique(self.episode_ids, return_inverse=True)
+        return np.bincount(inverse, weights=self.costs.astype(np.float64))
 
     def select(self, mask: np.ndarray) -> TransitionData:
         return TransitionData(**{f.name: None if getattr(self, f.name) is None else getattr(self, f.name)[mask]

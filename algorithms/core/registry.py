@@ -19,7 +19,8 @@ from pathlib import Path
 from algorithms.core.contract import Algorithm
 from algorithms.core.errors import CtrlbenchError
 
-TASK_KINDS = ("offline", "offline-to-online", "sim-to-real", "safe", "multi-objective")
+TASK_KINDS = ("offline", "offline-to-online", "sim-to-real", "safe", "offline-safe", "multi-objective")
+SAFE_KINDS = ("safe", "offline-safe")  # a cost signal and a budget: online, or from a cost-labelled dataset
 ENTRY_POINT_GROUP = "ctrlbench.algorithms"
 
 _REGISTRY: dict[str, type[Algorithm]] = {}

@@ -1,0 +1,118 @@
+"""Cost-labelled velocity datasets for offline safe RL, built offline from the committed behavior policies.
+
+DSRL (../shared/reference/safe_and_morl.md A2-A3) logs episodes from a Lagrangian learner whose budget is swept, so
+that the data spans the whole reward-cost trade-off, and stores `costs` beside the D4RL arrays. Here the trade-off
+comes from the policies the repo already ships (tasks/policies/<robot>/), run in the Safety-Gymnasium velocity-v1
+env (gymnasium MuJoCo v4 + the cost rule, tasks/velocity_cost.py), so a fresh clone rebuilds the data in minutes
+without training:
+  random      uniform random actions (slow, cost 0)
+  replay-k    each SAC snapshot of the learner's history (tasks/policies/<robot>/replay), actions sampled: from
+              standing still to the medium speed
+  medium-q,   the medium or the expert SAC policy (sampled actions) whose action is replaced, at each step, by a
+  expert-q    uniform random one with probability q in RANDOM_ACTION_PROBABILITIES: q = 0 runs above the threshold
+              most of the time (HalfCheetah: ~600 and ~980 cost per episode), larger q slows it down to a cost of
+              ~0, with returns from ~0 to ~2000 in between: the middle of the trade-off
+Each source contributes `SOURCE_STEPS` transitions (whole episodes, the last one cut to fit and marked truncated),
+seeded per (seed, source, episode) as the locomotion factory's episodes. The policies were trained on the v5 env;
+v4 has the same observations and dynamics up to v5's changed defaults, which is why speeds, not returns, are what
+the recipe relies on. Deviation from DSRL: a few fixed policies and their noisy versions instead of a budget-swept
+TRPO-Lagrangian learner (~2M transitions from thousands of checkpoints).
+
+Metadata, as DSRL's `dsrl/infos.py`: `ref_min_score` / `ref_max_score` are the minimum and maximum episode reward
+of the data (MIN/MAX_EPISODE_REWARD; the offline safe tasks normalize rewards with them), `cost_min_score` /
+`cost_max_score` the episode cost range, and the recipe with every policy's hash.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from algorithms.core.errors import CtrlbenchError
+from tasks.behavior import load_actor
+from tasks.datasets import Episode, dataset_exists, write_minari_dataset
+from tasks.envs import VELOCITY_ID, suite_env_id
+from tasks.factory import BatchPolicy, BehaviorPolicies, collect, sampled_policy, uniform_policy
+
+KIND = "velocity"
+SOURCE_STEPS = 10_000  # transitions per source policy
+RANDOM_ACTION_PROBABILITIES = (0.0, 0.2, 0.4, 0.6, 0.8)  # q of medium-q and expert-q
+STREAM = 31  # the seed stream of this dataset's episodes (the locomotion kinds use 11-14)
+
+
+def velocity_dataset_id(robot: str) -> str:
+    return f"ctrlbench/{robot}/{KIND}-v0"
+
+
+def make_velocity_env(robot: str):
+    import gymnasium as gym
+
+    return lambda: gym.make(suite_env_id(VELOCITY_ID), robot=robot)
+
+
+def with_random_actions(policy: BatchPolicy, uniform: BatchPolicy, q: float) -> BatchPolicy:
+    """Per step and env, a uniform random action with probability q, else the policy's. Both actions are drawn
+    every step, so an episode's RNG advances the same way whatever the coin says."""
+
+    def act(obs: np.ndarray, rngs: list[np.random.Generator]) -> np.ndarray:
+        a_policy, a_random = policy(obs, rngs), uniform(obs, rngs)
+        coin = np.array([r.random() < q for r in rngs])[:, None]
+        return np.where(coin, a_random, a_policy).astype(np.float32)
+
+    return act
+
+
+def sources(robot: str, policies: BehaviorPolicies) -> list[tuple[str, BatchPolicy, dict]]:
+    """(name, policy, recipe entry) of every source, in the order the dataset holds them."""
+    import gymnasium as gym
+
+    space = gym.make(suite_env_id(VELOCITY_ID), robot=robot).action_space
+    out: list[tuple[str, BatchPolicy, dict]] = [("random", uniform_policy(space), {"policy": "uniform random"})]
+    for entry in sorted(policies.manifest["replay_snapshots"], key=lambda e: e["env_steps"]):
+        out.append((f"replay-{entry['env_steps']}", sampled_policy(load_actor(policies.folder / entry["file"])),
+                    {"policy": f"tasks/policies/{robot}/{entry['file']}", "policy_sha256": entry["sha256"]}))
+    uniform = uniform_policy(space)
+    for which in ("medium", "expert"):
+        policy = sampled_policy(policies.actor(which))
+        for q in RANDOM_ACTION_PROBABILITIES:
+            out.append((f"{which}-{q:g}", with_random_actions(policy, uniform, q),
+                        {**policies.recipe(which), "random_action_probability": q}))
+    return out
+
+
+def episode_stats(episodes: list[Episode]) -> dict[str, float]:
+    rewards = np.array([ep.rewards.sum() for ep in episodes])
+    costs = np.array([ep.costs.sum() for ep in episodes])
+    return {"episodes": len(episodes), "reward_mean": float(rewards.mean()), "cost_mean": float(costs.mean()),
+            "cost_min": float(costs.min()), "cost_max": float(costs.max())}
+
+
+def build(robot: str, seed: int = 0, overwrite: bool = False, source_steps: int = SOURCE_STEPS) -> str:
+    did = velocity_dataset_id(robot)
+    if dataset_exists(did) and not overwrite:
+        raise CtrlbenchError(f"dataset {did} already exists; pass --overwrite to rebuild it")
+    if source_steps < 1:
+        raise CtrlbenchError(f"source_steps must be >= 1, got {source_steps}")
+    policies = BehaviorPolicies.load(robot)
+    make = make_velocity_env(robot)
+    episodes: list[Episode] = []
+    recipe: dict[str, dict] = {}
+    for k, (name, policy, entry) in enumerate(sources(robot, policies)):
+        eps = collect(robot, policy, source_steps, seed, STREAM * 1000 + k, make_env=make)
+        episodes += eps
+        recipe[name] = {**entry, **episode_stats(eps)}
+        print(f"  {name:14s} {len(eps):4d} episodes  reward {recipe[name]['reward_mean']:8.1f}  "
+              f"cost {recipe[name]['cost_mean']:6.1f} (min {recipe[name]['cost_min']:.0f}, "
+              f"max {recipe[name]['cost_max']:.0f})", flush=True)
+    rewards = np.array([ep.rewards.sum() for ep in episodes])
+    costs = np.array([ep.costs.sum() for ep in episodes])
+    write_minari_dataset(
+        did, episodes, make(), eval_env=make(), ref_min_score=float(rewards.min()), ref_max_score=float(rewards.max()),
+        algorithm_name="committed SAC snapshots, and medium/expert with random actions, in the velocity-v1 env",
+        description=f"ctrlbench cost-labelled {robot} velocity dataset: {len(episodes)} episodes across the "
+                    "reward-cost trade-off (DSRL-style)",
+        extra_metadata={"cost_min_score": float(costs.min()), "cost_max_score": float(costs.max()),
+                        "ctrlbench_recipe": {"builder": "tasks.safe_datasets", "robot": robot, "seed": seed,
+                                             "source_steps": source_steps, "sources": recipe}},
+        overwrite=overwrite,
+    )
+    return did
