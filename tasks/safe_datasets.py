@@ -25,10 +25,12 @@ of the data (MIN/MAX_EPISODE_REWARD; the offline safe tasks normalize rewards wi
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 from algorithms.core.errors import CtrlbenchError
-from tasks.behavior import load_actor
+from tasks.behavior import POLICIES_DIR, load_actor
 from tasks.datasets import Episode, dataset_exists, write_minari_dataset
 from tasks.envs import VELOCITY_ID, suite_env_id
 from tasks.factory import BatchPolicy, BehaviorPolicies, collect, sampled_policy, uniform_policy
@@ -86,13 +88,14 @@ def episode_stats(episodes: list[Episode]) -> dict[str, float]:
             "cost_min": float(costs.min()), "cost_max": float(costs.max())}
 
 
-def build(robot: str, seed: int = 0, overwrite: bool = False, source_steps: int = SOURCE_STEPS) -> str:
+def build(robot: str, seed: int = 0, overwrite: bool = False, source_steps: int = SOURCE_STEPS,
+          policies_dir: Path = POLICIES_DIR) -> str:
     did = velocity_dataset_id(robot)
     if dataset_exists(did) and not overwrite:
         raise CtrlbenchError(f"dataset {did} already exists; pass --overwrite to rebuild it")
     if source_steps < 1:
         raise CtrlbenchError(f"source_steps must be >= 1, got {source_steps}")
-    policies = BehaviorPolicies.load(robot)
+    policies = BehaviorPolicies.load(robot, policies_dir)
     make = make_velocity_env(robot)
     episodes: list[Episode] = []
     recipe: dict[str, dict] = {}

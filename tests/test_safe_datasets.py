@@ -1,0 +1,73 @@
+"""Cost-labelled datasets: costs written into Minari and read back, the velocity recipe on tiny sizes with stand-in
+policies, the smoke cost dataset, and the offline-safe task's checks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from algorithms.bc import keep_safe_episodes
+from algorithms.core.errors import CtrlbenchError
+from tasks import safe_datasets, smoke
+from tasks.datasets import load_transitions, read_metadata
+from tasks.envs import pendulum_speed_cost
+from tasks.registry import get_task
+from tests.test_factory import fake_policies
+
+
+def test_velocity_dataset_stores_costs_and_the_reward_cost_ranges(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path / "minari"))
+    did = safe_datasets.build("hopper", source_steps=30, policies_dir=fake_policies(tmp_path / "policies"))
+    loaded = load_transitions(did)
+    data, meta = loaded.transitions, loaded.metadata
+    n_sources = 1 + 3 + 2 * len(safe_datasets.RANDOM_ACTION_PROBABILITIES)  # random, 3 snapshots, medium/expert-q
+    assert len(data) == 30 * n_sources and data.costs is not None and set(np.unique(data.costs)) <= {0.0, 1.0}
+    returns, costs = data.episode_returns(), data.episode_costs()
+    assert meta["ref_min_score"] == pytest.approx(returns.min())
+    assert meta["ref_max_score"] == pytest.approx(returns.max())
+    assert meta["cost_min_score"] == costs.min() and meta["cost_max_score"] == costs.max()
+    recipe = meta["ctrlbench_recipe"]["sources"]
+    assert list(recipe)[:2] == ["random", "replay-100"] and recipe["expert-0.8"]["random_action_probability"] == 0.8
+    assert sum(r["episodes"] for r in recipe.values()) == len(returns)
+    # hopper's v1 cost: 1 while the signed x-velocity is above 0.7402; random-init policies do cross it sometimes
+    assert 0 < data.costs.sum() < len(data)
+    with pytest.raises(CtrlbenchError, match="already exists"):
+        safe_datasets.build("hopper", source_steps=30, policies_dir=tmp_path / "policies")
+
+
+def test_random_actions_replace_the_policy_with_probability_q() -> None:
+    ones = lambda obs, rngs: np.ones((len(obs), 2), np.float32)  # noqa: E731
+    zeros = lambda obs, rngs: np.zeros((len(obs), 2), np.float32)  # noqa: E731
+    obs = np.zeros((400, 3), np.float32)
+    rngs = [np.random.default_rng(i) for i in range(400)]
+    assert (safe_datasets.with_random_actions(ones, zeros, 0.0)(obs, rngs) == 1).all()
+    assert (safe_datasets.with_random_actions(ones, zeros, 1.0)(obs, rngs) == 0).all()
+    share = (safe_datasets.with_random_actions(ones, zeros, 0.3)(obs, rngs)[:, 0] == 0).mean()
+    assert 0.2 < share < 0.4
+
+
+def test_smoke_cost_dataset_labels_each_step_from_its_next_state(minari_root: Path) -> None:
+    data = load_transitions(smoke.COST_DATASET_ID).transitions
+    plain = load_transitions(smoke.DATASET_ID).transitions
+    np.testing.assert_array_equal(data.observations, plain.observations)
+    np.testing.assert_array_equal(data.costs, pendulum_speed_cost(data.next_observations))
+    assert 0 < data.costs.sum() < len(data)
+    meta = read_metadata(smoke.COST_DATASET_ID)
+    assert meta["cost_max_score"] == data.episode_costs().max()
+    kappa = get_task("smoke-offline-safe-v0").cost_limit
+    safe = keep_safe_episodes(data, kappa)
+    assert 0 < len(safe) < len(data) and safe.episode_costs().max() <= kappa
+
+
+def test_offline_safe_tasks_name_their_dataset_and_refuse_a_robot_without_one() -> None:
+    task = get_task("offline-halfcheetah-velocity-k40-v0")
+    assert task.kind == "offline-safe" and task.cost_limit == 40.0
+    assert task.dataset_id == "ctrlbench/halfcheetah/velocity-v0" and task.ref_min_score is None
+    assert task.build_command == "ctrlbench datasets build halfcheetah --kinds velocity"
+    assert get_task("offline-walker2d-velocity-k25-v0").cost_limit == 25.0
+    with pytest.raises(CtrlbenchError, match="no cost-labelled dataset for 'ant'"):
+        get_task("offline-ant-velocity-k40-v0")
+    with pytest.raises(CtrlbenchError, match="cost budget"):
+        get_task("offline-hopper-velocity-k-5-v0")
