@@ -152,10 +152,22 @@ def make_training_envs(task: TaskSpec, ctx: AlgoContext) -> Callable[[int], gym.
     whose steps are counted. SAME_STEP autoreset: a done step returns the reset observation and keeps the last
     one in info["final_obs"], so an algorithm can store the true (s, a, s') of the step that ended an episode."""
     def make(n: int) -> gym.vector.VectorEnv:
-        envs = gym.vector.SyncVectorEnv([task.make_train_env] * n, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
+        fns, mode = [task.make_train_env] * n, gym.vector.AutoresetMode.SAME_STEP
+        envs = gym.vector.SyncVectorEnv(fns, autoreset_mode=mode) if task.reward_dim == 1 \
+            else _VectorRewardSyncVectorEnv(fns, task.reward_dim, autoreset_mode=mode)
         return _CountingVectorEnv(envs, ctx)
 
     return make
+
+
+class _VectorRewardSyncVectorEnv(gym.vector.SyncVectorEnv):
+    """A SyncVectorEnv whose rewards are (n, reward_dim) vectors (multi-objective tasks). gymnasium's keeps (n,)
+    scalars; mo-gymnasium's MOSyncVectorEnv (1.3.2) has vector rewards but only the NEXT_STEP autoreset. Only the
+    reward buffer differs: the autoreset modes, SAME_STEP included, are gymnasium's own."""
+
+    def __init__(self, env_fns, reward_dim: int, **kwargs) -> None:
+        super().__init__(env_fns, **kwargs)
+        self._rewards = np.zeros((self.num_envs, reward_dim), dtype=np.float64)
 
 
 class _CountingVectorEnv(gym.vector.VectorWrapper):
@@ -335,7 +347,7 @@ def _train_and_record(req: RunRequest, p: Prepared, out: Path, log: Callable[[st
                       total_updates=req.steps, dataset=dataset.transitions if dataset else None,
                       reward_dim=p.task.reward_dim, cost_limit=p.task.cost_limit,
                       preference_weights=np.asarray(p.task.preference_weights, dtype=np.float32)
-                      if p.task.preference_weights else None)
+                      if p.task.preference_weights else None, reference_point=tuple(p.task.reference_point))
     ctx.make_envs = make_training_envs(p.task, ctx)
     algo = p.algo_cls(p.config, ctx)
     updates = updater(algo, req.cuda_graphs)  # a bad --cuda-graphs fails here, before any work; capture waits

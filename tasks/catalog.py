@@ -24,6 +24,7 @@ from tasks import smoke
 from tasks.dynamics_gap import parse_gap
 from tasks.envs import DYNAMICS_GAP_ID, PENDULUM_COST_ID, VELOCITY_ID, suite_env_id
 from tasks.locomotion import ENVS, KINDS, dataset_id, task_id
+from tasks.mo_tasks import mo_tasks
 from tasks.protocol import check_budget
 from tasks.safe_datasets import velocity_dataset_id
 from tasks.spec import TaskSpec
@@ -147,4 +148,5 @@ def builtin_tasks() -> list[TaskSpec]:
     tasks += [velocity_task(robot, kappa) for robot in CORE_ROBOTS for kappa in COST_BUDGETS]
     tasks += [offline_velocity_task(robot, kappa) for robot in ENVS for kappa in COST_BUDGETS]
     tasks += [finetune_task(env) for env in ENVS]
+    tasks += mo_tasks()
     return tasks

@@ -19,7 +19,8 @@ RECORD_FIELDS = {
     "final", "best", "ref_min_score", "ref_max_score", "run_id", "status", "env_steps", "metrics",
 }
 SMOKE_TASKS = {"offline": "smoke-v0", "sim-to-real": "smoke-sim-to-real-v0", "safe": "smoke-safe-v0",
-               "offline-safe": "smoke-offline-safe-v0", "offline-to-online": "smoke-finetune-v0"}
+               "offline-safe": "smoke-offline-safe-v0", "offline-to-online": "smoke-finetune-v0",
+               "multi-objective": "smoke-mo-v0"}
 PROBE = Path(__file__).parent / "fixtures" / "probe_algo.py"
 
 
@@ -38,6 +39,12 @@ EXTRA = {"spot": ("--vae-steps", "10"),  # reach the TD3 phase inside the tiny b
          "cal": ("--learning-starts", "10", "--batch-size", "8", "--utd-ratio", "1"),
          "h2o": ("--initial-sim-steps", "20"), "h2o_naive_mix": ("--initial-sim-steps", "20"),
          "bcq_lag": ("--batch-size", "64"), "cpq": ("--batch-size", "64"),  # OSRL's 512 x 10 samples: slow here
+         # c_morl: two weights and init_fraction 0.5 put its Pareto-initialization milestone at update 20
+         "c_morl": ("--n-envs", "2", "--n-steps", "16", "--num-minibatches", "4", "--update-epochs", "1",
+                    "--delta-weight", "1.0", "--init-fraction", "0.5", "--estimate-episodes", "1",
+                    "--estimate-max-steps", "20", "--num-select", "2", "--update-iter", "2"),
+         "ls_ppo": ("--n-envs", "2", "--n-steps", "16", "--num-minibatches", "4", "--update-epochs", "1",
+                    "--delta-weight", "0.5"),
          **dict.fromkeys(("dppo", "gaussian_ppo"), ("--pretrain-steps", "20", "--n-envs", "2", "--n-steps", "8",
                                                    "--batch-size", "64", "--update-epochs", "1"))}
 # spot: its VAE then TD3 phases break a fixed replay period (README); methods without graph_period (the online,

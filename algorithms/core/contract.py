@@ -35,6 +35,7 @@ class AlgoContext:
     reward_dim: int = 1  # > 1 for multi-objective tasks
     cost_limit: float | None = None  # safe tasks: the episode cost budget
     preference_weights: np.ndarray | None = None  # multi-objective: the evaluation grid (n, reward_dim)
+    reference_point: tuple[float, ...] = ()  # multi-objective: the hypervolume's reference point (one per objective)
     env_steps: int = 0
     extras: dict[str, Any] = field(default_factory=dict)
 
