@@ -193,7 +193,8 @@ def test_third_party_algorithm_module(minari_root: Path, tmp_path: Path) -> None
 
 
 BAD_INPUTS = {
-    "unknown algorithm": (["run", "--algo", "does_not_exist", "--task", "smoke-v0"], "known algorithms: a2pr, bc, bc_all"),
+    "unknown algorithm": (["run", "--algo", "does_not_exist", "--task", "smoke-v0"],
+                          "known algorithms: a2pr, bc, bc_all"),
     "unknown task": (["run", "--algo", "bc", "--task", "nope-v0"], "unknown task 'nope-v0'; known tasks: "),
     "negative steps": (["run", "--algo", "bc", "--task", "smoke-v0", "--steps", "-5"], "--steps must be"),
     "bad config value": (["run", "--algo", "bc", "--task", "smoke-v0", "--lr", "fast"], "cannot read 'fast'"),
