@@ -8,10 +8,13 @@ without training:
   random      uniform random actions (slow, cost 0)
   replay-k    each SAC snapshot of the learner's history (tasks/policies/<robot>/replay), actions sampled: from
               standing still to the medium speed
-  medium-q,   the medium or the expert SAC policy (sampled actions) whose action is replaced, at each step, by a
-  expert-q    uniform random one with probability q in RANDOM_ACTION_PROBABILITIES: q = 0 runs above the threshold
-              most of the time (HalfCheetah: ~600 and ~980 cost per episode), larger q slows it down to a cost of
-              ~0, with returns from ~0 to ~2000 in between: the middle of the trade-off
+  medium-s,   the medium or the expert SAC policy (sampled actions) plus Gaussian noise N(0, s^2) per action entry,
+  expert-s    clipped to the action box, s in ACTION_NOISE: s = 0 runs above the threshold most of the time
+              (HalfCheetah: ~460 and ~980 cost per episode); s = 1 runs about at it (returns ~1000, costs 20-60);
+              s = 1.6 is slow. Zero-mean noise keeps each policy's mean action what it was (up to the clip), so the
+              data's actions are those of a mixture of policies at different speeds, as DSRL's. (A first version
+              replaced actions by uniform random ones with probability q: the conditional mean action then shrinks
+              by the share q, and BC on the data stood still.)
 Each source contributes `SOURCE_STEPS` transitions (whole episodes, the last one cut to fit and marked truncated),
 seeded per (seed, source, episode) as the locomotion factory's episodes. The policies were trained on the v5 env;
 v4 has the same observations and dynamics up to v5's changed defaults, which is why speeds, not returns, are what
@@ -37,7 +40,7 @@ from tasks.factory import BatchPolicy, BehaviorPolicies, collect, sampled_policy
 
 KIND = "velocity"
 SOURCE_STEPS = 10_000  # transitions per source policy
-RANDOM_ACTION_PROBABILITIES = (0.0, 0.2, 0.4, 0.6, 0.8)  # q of medium-q and expert-q
+ACTION_NOISE = (0.0, 0.4, 0.8, 1.2, 1.6)  # s of medium-s and expert-s: the std of the Gaussian action noise
 STREAM = 31  # the seed stream of this dataset's episodes (the locomotion kinds use 11-14)
 
 
@@ -51,14 +54,13 @@ def make_velocity_env(robot: str):
     return lambda: gym.make(suite_env_id(VELOCITY_ID), robot=robot)
 
 
-def with_random_actions(policy: BatchPolicy, uniform: BatchPolicy, q: float) -> BatchPolicy:
-    """Per step and env, a uniform random action with probability q, else the policy's. Both actions are drawn
-    every step, so an episode's RNG advances the same way whatever the coin says."""
+def with_action_noise(policy: BatchPolicy, sigma: float, low: np.ndarray, high: np.ndarray) -> BatchPolicy:
+    """The policy's action plus N(0, sigma^2) per entry, drawn from each episode's RNG, clipped to [low, high]."""
 
     def act(obs: np.ndarray, rngs: list[np.random.Generator]) -> np.ndarray:
-        a_policy, a_random = policy(obs, rngs), uniform(obs, rngs)
-        coin = np.array([r.random() < q for r in rngs])[:, None]
-        return np.where(coin, a_random, a_policy).astype(np.float32)
+        actions = policy(obs, rngs)
+        noise = np.stack([r.standard_normal(actions.shape[1]) for r in rngs]) * sigma
+        return np.clip(actions + noise, low, high).astype(np.float32)
 
     return act
 
@@ -72,12 +74,11 @@ def sources(robot: str, policies: BehaviorPolicies) -> list[tuple[str, BatchPoli
     for entry in sorted(policies.manifest["replay_snapshots"], key=lambda e: e["env_steps"]):
         out.append((f"replay-{entry['env_steps']}", sampled_policy(load_actor(policies.folder / entry["file"])),
                     {"policy": f"tasks/policies/{robot}/{entry['file']}", "policy_sha256": entry["sha256"]}))
-    uniform = uniform_policy(space)
     for which in ("medium", "expert"):
         policy = sampled_policy(policies.actor(which))
-        for q in RANDOM_ACTION_PROBABILITIES:
-            out.append((f"{which}-{q:g}", with_random_actions(policy, uniform, q),
-                        {**policies.recipe(which), "random_action_probability": q}))
+        for sigma in ACTION_NOISE:
+            out.append((f"{which}-{sigma:g}", with_action_noise(policy, sigma, space.low, space.high),
+                        {**policies.recipe(which), "action_noise_std": sigma}))
     return out
 
 
@@ -110,7 +111,7 @@ def build(robot: str, seed: int = 0, overwrite: bool = False, source_steps: int 
     costs = np.array([ep.costs.sum() for ep in episodes])
     write_minari_dataset(
         did, episodes, make(), eval_env=make(), ref_min_score=float(rewards.min()), ref_max_score=float(rewards.max()),
-        algorithm_name="committed SAC snapshots, and medium/expert with random actions, in the velocity-v1 env",
+        algorithm_name="committed SAC snapshots, and medium/expert with Gaussian action noise, in the velocity-v1 env",
         description=f"ctrlbench cost-labelled {robot} velocity dataset: {len(episodes)} episodes across the "
                     "reward-cost trade-off (DSRL-style)",
         extra_metadata={"cost_min_score": float(costs.min()), "cost_max_score": float(costs.max()),

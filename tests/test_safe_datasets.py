@@ -22,14 +22,14 @@ def test_velocity_dataset_stores_costs_and_the_reward_cost_ranges(tmp_path: Path
     did = safe_datasets.build("hopper", source_steps=30, policies_dir=fake_policies(tmp_path / "policies"))
     loaded = load_transitions(did)
     data, meta = loaded.transitions, loaded.metadata
-    n_sources = 1 + 3 + 2 * len(safe_datasets.RANDOM_ACTION_PROBABILITIES)  # random, 3 snapshots, medium/expert-q
+    n_sources = 1 + 3 + 2 * len(safe_datasets.ACTION_NOISE)  # random, 3 snapshots, medium/expert-s
     assert len(data) == 30 * n_sources and data.costs is not None and set(np.unique(data.costs)) <= {0.0, 1.0}
     returns, costs = data.episode_returns(), data.episode_costs()
     assert meta["ref_min_score"] == pytest.approx(returns.min())
     assert meta["ref_max_score"] == pytest.approx(returns.max())
     assert meta["cost_min_score"] == costs.min() and meta["cost_max_score"] == costs.max()
     recipe = meta["ctrlbench_recipe"]["sources"]
-    assert list(recipe)[:2] == ["random", "replay-100"] and recipe["expert-0.8"]["random_action_probability"] == 0.8
+    assert list(recipe)[:2] == ["random", "replay-100"] and recipe["expert-0.8"]["action_noise_std"] == 0.8
     assert sum(r["episodes"] for r in recipe.values()) == len(returns)
     # hopper's v1 cost: 1 while the signed x-velocity is above 0.7402; random-init policies do cross it sometimes
     assert 0 < data.costs.sum() < len(data)
@@ -37,15 +37,16 @@ def test_velocity_dataset_stores_costs_and_the_reward_cost_ranges(tmp_path: Path
         safe_datasets.build("hopper", source_steps=30, policies_dir=tmp_path / "policies")
 
 
-def test_random_actions_replace_the_policy_with_probability_q() -> None:
-    ones = lambda obs, rngs: np.ones((len(obs), 2), np.float32)  # noqa: E731
-    zeros = lambda obs, rngs: np.zeros((len(obs), 2), np.float32)  # noqa: E731
-    obs = np.zeros((400, 3), np.float32)
-    rngs = [np.random.default_rng(i) for i in range(400)]
-    assert (safe_datasets.with_random_actions(ones, zeros, 0.0)(obs, rngs) == 1).all()
-    assert (safe_datasets.with_random_actions(ones, zeros, 1.0)(obs, rngs) == 0).all()
-    share = (safe_datasets.with_random_actions(ones, zeros, 0.3)(obs, rngs)[:, 0] == 0).mean()
-    assert 0.2 < share < 0.4
+def test_action_noise_is_zero_mean_per_entry_and_clipped() -> None:
+    half = lambda obs, rngs: np.full((len(obs), 2), 0.5, np.float32)  # noqa: E731
+    obs = np.zeros((4000, 3), np.float32)
+    rngs = [np.random.default_rng(i) for i in range(4000)]
+    low, high = -np.ones(2, np.float32), np.ones(2, np.float32)
+    assert (safe_datasets.with_action_noise(half, 0.0, low, high)(obs, rngs) == 0.5).all()
+    noisy = safe_datasets.with_action_noise(half, 0.3, low, high)(obs, rngs)
+    assert abs(noisy.mean() - 0.5) < 0.02 and abs(noisy.std() - 0.3) < 0.03  # rarely clipped at 0.5 +- 0.3
+    wide = safe_datasets.with_action_noise(half, 5.0, low, high)(obs, rngs)
+    assert wide.min() == -1.0 and wide.max() == 1.0
 
 
 def test_smoke_cost_dataset_labels_each_step_from_its_next_state(minari_root: Path) -> None:
