@@ -5,20 +5,22 @@ that the data spans the whole reward-cost trade-off, and stores `costs` beside t
 comes from the policies the repo already ships (tasks/policies/<robot>/), run in the Safety-Gymnasium velocity-v1
 env (gymnasium MuJoCo v4 + the cost rule, tasks/velocity_cost.py), so a fresh clone rebuilds the data in minutes
 without training:
-  random      uniform random actions (slow, cost 0)
   replay-k    each SAC snapshot of the learner's history (tasks/policies/<robot>/replay), actions sampled: from
               standing still to the medium speed
-  medium-s,   the medium or the expert SAC policy (sampled actions) plus Gaussian noise N(0, s^2) per action entry,
-  expert-s    clipped to the action box, s in ACTION_NOISE: s = 0 runs above the threshold most of the time
-              (HalfCheetah: ~460 and ~980 cost per episode); s = 1 runs about at it (returns ~1000, costs 20-60);
-              s = 1.6 is slow. Zero-mean noise keeps each policy's mean action what it was (up to the clip), so the
-              data's actions are those of a mixture of policies at different speeds, as DSRL's. (A first version
-              replaced actions by uniform random ones with probability q: the conditional mean action then shrinks
-              by the share q, and BC on the data stood still.)
+  medium-c,   the medium or the expert SAC policy with its sampled actions scaled by c in ACTION_SCALES: weaker
+  expert-c    torques, a slower gait. HalfCheetah's expert runs at cost 0 up to c = 0.5 (return ~2,100), ~730 at
+              c = 0.7 and ~980 at c = 1 (return ~6,000), so the scales sweep the trade-off as DSRL's budget sweep
+              does. A scaled policy is still a policy (a function of the state, plus its own sampling noise), so the
+              safe episodes are clonable behavior, as DSRL's safe policies are.
+Two earlier recipes failed and are why: replacing actions by uniform random ones with probability q, or adding
+Gaussian noise to them, slowed the robots, but the noise-free mean action of a noisy fast policy is the fast policy:
+BC on that data learned either the shrunk mean of a mixture dominated by standing-still states (BC-All stood still)
+or the fast policy from its noisy safe episodes. No uniform-random source either: DSRL's data has none, and its
+standing-still states pull BC's mean action to 0.
 Each source contributes `SOURCE_STEPS` transitions (whole episodes, the last one cut to fit and marked truncated),
 seeded per (seed, source, episode) as the locomotion factory's episodes. The policies were trained on the v5 env;
 v4 has the same observations and dynamics up to v5's changed defaults, which is why speeds, not returns, are what
-the recipe relies on. Deviation from DSRL: a few fixed policies and their noisy versions instead of a budget-swept
+the recipe relies on. Deviation from DSRL: a few fixed policies and their scaled versions instead of a budget-swept
 TRPO-Lagrangian learner (~2M transitions from thousands of checkpoints).
 
 Metadata, as DSRL's `dsrl/infos.py`: `ref_min_score` / `ref_max_score` are the minimum and maximum episode reward
@@ -36,11 +38,11 @@ from algorithms.core.errors import CtrlbenchError
 from tasks.behavior import POLICIES_DIR, load_actor
 from tasks.datasets import Episode, dataset_exists, write_minari_dataset
 from tasks.envs import VELOCITY_ID, suite_env_id
-from tasks.factory import BatchPolicy, BehaviorPolicies, collect, sampled_policy, uniform_policy
+from tasks.factory import BatchPolicy, BehaviorPolicies, collect, sampled_policy
 
 KIND = "velocity"
 SOURCE_STEPS = 10_000  # transitions per source policy
-ACTION_NOISE = (0.0, 0.4, 0.8, 1.2, 1.6)  # s of medium-s and expert-s: the std of the Gaussian action noise
+ACTION_SCALES = (0.3, 0.4, 0.5, 0.6, 0.7, 0.85, 1.0)  # c of medium-c and expert-c: the factor on their actions
 STREAM = 31  # the seed stream of this dataset's episodes (the locomotion kinds use 11-14)
 
 
@@ -54,31 +56,22 @@ def make_velocity_env(robot: str):
     return lambda: gym.make(suite_env_id(VELOCITY_ID), robot=robot)
 
 
-def with_action_noise(policy: BatchPolicy, sigma: float, low: np.ndarray, high: np.ndarray) -> BatchPolicy:
-    """The policy's action plus N(0, sigma^2) per entry, drawn from each episode's RNG, clipped to [low, high]."""
-
-    def act(obs: np.ndarray, rngs: list[np.random.Generator]) -> np.ndarray:
-        actions = policy(obs, rngs)
-        noise = np.stack([r.standard_normal(actions.shape[1]) for r in rngs]) * sigma
-        return np.clip(actions + noise, low, high).astype(np.float32)
-
-    return act
+def scaled(policy: BatchPolicy, c: float) -> BatchPolicy:
+    """The policy's (sampled) action times c: the same gait with weaker torques."""
+    return lambda obs, rngs: (c * policy(obs, rngs)).astype(np.float32)
 
 
 def sources(robot: str, policies: BehaviorPolicies) -> list[tuple[str, BatchPolicy, dict]]:
     """(name, policy, recipe entry) of every source, in the order the dataset holds them."""
-    import gymnasium as gym
 
-    space = gym.make(suite_env_id(VELOCITY_ID), robot=robot).action_space
-    out: list[tuple[str, BatchPolicy, dict]] = [("random", uniform_policy(space), {"policy": "uniform random"})]
+    out: list[tuple[str, BatchPolicy, dict]] = []
     for entry in sorted(policies.manifest["replay_snapshots"], key=lambda e: e["env_steps"]):
         out.append((f"replay-{entry['env_steps']}", sampled_policy(load_actor(policies.folder / entry["file"])),
                     {"policy": f"tasks/policies/{robot}/{entry['file']}", "policy_sha256": entry["sha256"]}))
     for which in ("medium", "expert"):
         policy = sampled_policy(policies.actor(which))
-        for sigma in ACTION_NOISE:
-            out.append((f"{which}-{sigma:g}", with_action_noise(policy, sigma, space.low, space.high),
-                        {**policies.recipe(which), "action_noise_std": sigma}))
+        for c in ACTION_SCALES:
+            out.append((f"{which}-{c:g}", scaled(policy, c), {**policies.recipe(which), "action_scale": c}))
     return out
 
 
@@ -111,7 +104,7 @@ def build(robot: str, seed: int = 0, overwrite: bool = False, source_steps: int 
     costs = np.array([ep.costs.sum() for ep in episodes])
     write_minari_dataset(
         did, episodes, make(), eval_env=make(), ref_min_score=float(rewards.min()), ref_max_score=float(rewards.max()),
-        algorithm_name="committed SAC snapshots, and medium/expert with Gaussian action noise, in the velocity-v1 env",
+        algorithm_name="committed SAC snapshots, and medium/expert with scaled actions, in the velocity-v1 env",
         description=f"ctrlbench cost-labelled {robot} velocity dataset: {len(episodes)} episodes across the "
                     "reward-cost trade-off (DSRL-style)",
         extra_metadata={"cost_min_score": float(costs.min()), "cost_max_score": float(costs.max()),

@@ -22,14 +22,14 @@ def test_velocity_dataset_stores_costs_and_the_reward_cost_ranges(tmp_path: Path
     did = safe_datasets.build("hopper", source_steps=30, policies_dir=fake_policies(tmp_path / "policies"))
     loaded = load_transitions(did)
     data, meta = loaded.transitions, loaded.metadata
-    n_sources = 1 + 3 + 2 * len(safe_datasets.ACTION_NOISE)  # random, 3 snapshots, medium/expert-s
+    n_sources = 3 + 2 * len(safe_datasets.ACTION_SCALES)  # 3 snapshots, medium/expert-c
     assert len(data) == 30 * n_sources and data.costs is not None and set(np.unique(data.costs)) <= {0.0, 1.0}
     returns, costs = data.episode_returns(), data.episode_costs()
     assert meta["ref_min_score"] == pytest.approx(returns.min())
     assert meta["ref_max_score"] == pytest.approx(returns.max())
     assert meta["cost_min_score"] == costs.min() and meta["cost_max_score"] == costs.max()
     recipe = meta["ctrlbench_recipe"]["sources"]
-    assert list(recipe)[:2] == ["random", "replay-100"] and recipe["expert-0.8"]["action_noise_std"] == 0.8
+    assert list(recipe)[:2] == ["replay-100", "replay-150"] and recipe["expert-0.5"]["action_scale"] == 0.5
     assert sum(r["episodes"] for r in recipe.values()) == len(returns)
     # hopper's v1 cost: 1 while the signed x-velocity is above 0.7402; random-init policies do cross it sometimes
     assert 0 < data.costs.sum() < len(data)
@@ -37,16 +37,12 @@ def test_velocity_dataset_stores_costs_and_the_reward_cost_ranges(tmp_path: Path
         safe_datasets.build("hopper", source_steps=30, policies_dir=tmp_path / "policies")
 
 
-def test_action_noise_is_zero_mean_per_entry_and_clipped() -> None:
-    half = lambda obs, rngs: np.full((len(obs), 2), 0.5, np.float32)  # noqa: E731
-    obs = np.zeros((4000, 3), np.float32)
-    rngs = [np.random.default_rng(i) for i in range(4000)]
-    low, high = -np.ones(2, np.float32), np.ones(2, np.float32)
-    assert (safe_datasets.with_action_noise(half, 0.0, low, high)(obs, rngs) == 0.5).all()
-    noisy = safe_datasets.with_action_noise(half, 0.3, low, high)(obs, rngs)
-    assert abs(noisy.mean() - 0.5) < 0.02 and abs(noisy.std() - 0.3) < 0.03  # rarely clipped at 0.5 +- 0.3
-    wide = safe_datasets.with_action_noise(half, 5.0, low, high)(obs, rngs)
-    assert wide.min() == -1.0 and wide.max() == 1.0
+def test_scaled_policy_multiplies_the_action() -> None:
+    policy = lambda obs, rngs: np.stack([r.uniform(-1, 1, 2) for r in rngs]).astype(np.float32)  # noqa: E731
+    obs = np.zeros((5, 3), np.float32)
+    full = policy(obs, [np.random.default_rng(i) for i in range(5)])
+    half = safe_datasets.scaled(policy, 0.5)(obs, [np.random.default_rng(i) for i in range(5)])
+    np.testing.assert_allclose(half, 0.5 * full, rtol=1e-6)
 
 
 def test_smoke_cost_dataset_labels_each_step_from_its_next_state(minari_root: Path) -> None:
