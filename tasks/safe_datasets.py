@@ -7,16 +7,19 @@ env (gymnasium MuJoCo v4 + the cost rule, tasks/velocity_cost.py), so a fresh cl
 without training:
   replay-k    each SAC snapshot of the learner's history (tasks/policies/<robot>/replay), actions sampled: from
               standing still to the medium speed
-  medium-c,   the medium or the expert SAC policy with its sampled actions scaled by c in ACTION_SCALES: weaker
-  expert-c    torques, a slower gait. HalfCheetah's expert runs at cost 0 up to c = 0.5 (return ~2,100), ~730 at
-              c = 0.7 and ~980 at c = 1 (return ~6,000), so the scales sweep the trade-off as DSRL's budget sweep
-              does. A scaled policy is still a policy (a function of the state, plus its own sampling noise), so the
-              safe episodes are clonable behavior, as DSRL's safe policies are.
-Two earlier recipes failed and are why: replacing actions by uniform random ones with probability q, or adding
-Gaussian noise to them, slowed the robots, but the noise-free mean action of a noisy fast policy is the fast policy:
-BC on that data learned either the shrunk mean of a mixture dominated by standing-still states (BC-All stood still)
-or the fast policy from its noisy safe episodes. No uniform-random source either: DSRL's data has none, and its
-standing-still states pull BC's mean action to 0.
+  expert-c    the expert SAC policy with its sampled actions scaled by c in ACTION_SCALES: weaker torques, a slower
+              gait. HalfCheetah's expert runs at cost 0 up to c = 0.5 (return ~2,100), ~730 at c = 0.7 and ~980 at
+              c = 1 (return ~6,000), so the scales sweep the trade-off as DSRL's budget sweep does. A scaled policy
+              is still a policy (a function of the state, plus its own sampling noise), so the safe episodes are
+              clonable behavior, as DSRL's safe policies are.
+Why this recipe, measured on HalfCheetah with BC (the OSRL BC of algorithms/bc.py, 5k updates, 2 episodes):
+- the medium policy's scaled versions are left out: BC on them alone stood still (returns -8 and 35), and with them
+  in the data BC-All did too; BC on the expert's scaled versions moved (3040 and 667), and with the snapshots
+  added as well (3552 and 1079, costs 676 and 171);
+- two earlier recipes slowed the robots by replacing actions with uniform random ones (probability q) or by adding
+  Gaussian noise: BC on that data stood still (BC-All and BC-Safe 7.5-7.8 normalized, cost 0): the mean action at
+  the standing-still states, which random and early-snapshot episodes crowd, is about 0, and a noisy fast policy's
+  safe episodes would teach BC its noise-free, fast, mean action. No uniform-random source: DSRL's data has none.
 Each source contributes `SOURCE_STEPS` transitions (whole episodes, the last one cut to fit and marked truncated),
 seeded per (seed, source, episode) as the locomotion factory's episodes. The policies were trained on the v5 env;
 v4 has the same observations and dynamics up to v5's changed defaults, which is why speeds, not returns, are what
@@ -42,7 +45,7 @@ from tasks.factory import BatchPolicy, BehaviorPolicies, collect, sampled_policy
 
 KIND = "velocity"
 SOURCE_STEPS = 10_000  # transitions per source policy
-ACTION_SCALES = (0.3, 0.4, 0.5, 0.6, 0.7, 0.85, 1.0)  # c of medium-c and expert-c: the factor on their actions
+ACTION_SCALES = (0.3, 0.4, 0.5, 0.6, 0.7, 0.85, 1.0)  # c of expert-c: the factor on the expert's actions
 STREAM = 31  # the seed stream of this dataset's episodes (the locomotion kinds use 11-14)
 
 
@@ -68,10 +71,9 @@ def sources(robot: str, policies: BehaviorPolicies) -> list[tuple[str, BatchPoli
     for entry in sorted(policies.manifest["replay_snapshots"], key=lambda e: e["env_steps"]):
         out.append((f"replay-{entry['env_steps']}", sampled_policy(load_actor(policies.folder / entry["file"])),
                     {"policy": f"tasks/policies/{robot}/{entry['file']}", "policy_sha256": entry["sha256"]}))
-    for which in ("medium", "expert"):
-        policy = sampled_policy(policies.actor(which))
-        for c in ACTION_SCALES:
-            out.append((f"{which}-{c:g}", scaled(policy, c), {**policies.recipe(which), "action_scale": c}))
+    expert = sampled_policy(policies.actor("expert"))
+    for c in ACTION_SCALES:
+        out.append((f"expert-{c:g}", scaled(expert, c), {**policies.recipe("expert"), "action_scale": c}))
     return out
 
 
@@ -104,7 +106,7 @@ def build(robot: str, seed: int = 0, overwrite: bool = False, source_steps: int 
     costs = np.array([ep.costs.sum() for ep in episodes])
     write_minari_dataset(
         did, episodes, make(), eval_env=make(), ref_min_score=float(rewards.min()), ref_max_score=float(rewards.max()),
-        algorithm_name="committed SAC snapshots, and medium/expert with scaled actions, in the velocity-v1 env",
+        algorithm_name="committed SAC snapshots, and the expert with scaled actions, in the velocity-v1 env",
         description=f"ctrlbench cost-labelled {robot} velocity dataset: {len(episodes)} episodes across the "
                     "reward-cost trade-off (DSRL-style)",
         extra_metadata={"cost_min_score": float(costs.min()), "cost_max_score": float(costs.max()),

@@ -22,7 +22,7 @@ def test_velocity_dataset_stores_costs_and_the_reward_cost_ranges(tmp_path: Path
     did = safe_datasets.build("hopper", source_steps=30, policies_dir=fake_policies(tmp_path / "policies"))
     loaded = load_transitions(did)
     data, meta = loaded.transitions, loaded.metadata
-    n_sources = 3 + 2 * len(safe_datasets.ACTION_SCALES)  # 3 snapshots, medium/expert-c
+    n_sources = 3 + len(safe_datasets.ACTION_SCALES)  # 3 snapshots, expert-c
     assert len(data) == 30 * n_sources and data.costs is not None and set(np.unique(data.costs)) <= {0.0, 1.0}
     returns, costs = data.episode_returns(), data.episode_costs()
     assert meta["ref_min_score"] == pytest.approx(returns.min())
