@@ -88,8 +88,8 @@ from algorithms.core.errors import CtrlbenchError
 from algorithms.core.mo_ppo import (
     MOPPO,
     Constraint,
+    EnvPool,
     Member,
-    MOEnvs,
     MOPPOConfig,
     ParetoArchive,
     evaluate_objectives,
@@ -170,19 +170,10 @@ class CMORL(Algorithm):
         self.eval_env_steps = 0
         self.eval_seeds = [derive_seed(ctx.seed, EVAL_STREAM, i) for i in range(cfg.estimate_episodes)]
         self.noise = RandomStream(self.device, derive_seed(ctx.seed, 1))  # exploration and minibatches
-        self._envs: dict[int, MOEnvs] = {}  # built on first use: Stage 1's per policy, then Stage 2's
-        self._env_states: dict[int, dict[str, Any]] = {}  # restored statistics of envs not built yet
+        self.envs = EnvPool(ctx, cfg.n_envs, "c_morl")  # Stage 1's per policy, then Stage 2's
         self._eval_envs = None
 
     # --- environments ---
-
-    def envs(self, key: int) -> MOEnvs:
-        if key not in self._envs:
-            envs = MOEnvs(self.ctx, self.config.n_envs, derive_seed(self.ctx.seed, 2, key + 1), "c_morl")
-            if key in self._env_states:
-                envs.load_state_dict(self._env_states.pop(key))
-            self._envs[key] = envs
-        return self._envs[key]
 
     def evaluate(self, learner: MOPPO) -> np.ndarray:
         if self._eval_envs is None:
@@ -202,8 +193,7 @@ class CMORL(Algorithm):
             self.archive.update(self.pending)
             self.pending = []
         if self.step == self.stage1:  # Stage 1's environments are done with
-            for key in [k for k in self._envs if k != STAGE2]:
-                self._envs.pop(key).close()
+            self.envs.close(keep=(STAGE2,))
         metrics.update(archive_size=float(len(self.archive)), eval_env_steps=float(self.eval_env_steps))
         return metrics
 
@@ -284,14 +274,13 @@ class CMORL(Algorithm):
         return new_learner(self.config, self.ctx, self.weights[0])
 
     def state_dict(self) -> dict[str, Any]:
-        envs = {**self._env_states, **{k: e.state_dict() for k, e in self._envs.items()}}
         return {"step": self.step, "learners": [learner.state_dict() for learner in self.learners],
                 "archive": self.archive.state_dict(),
                 "pending": [{"learner": m.learner.state_dict(), "objs": m.objs.copy()} for m in self.pending],
                 "jobs": [{"learner": j.learner.state_dict(), "objective": j.objective, "remaining": j.remaining}
                          for j in self.jobs],
                 "rounds": self.rounds, "eval_env_steps": self.eval_env_steps, "noise": self.noise.state_dict(),
-                "envs": envs}
+                "envs": self.envs.state_dict()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.step = int(state["step"])
@@ -310,6 +299,4 @@ class CMORL(Algorithm):
             self.jobs.append(Job(learner, int(j["objective"]), int(j["remaining"])))
         self.rounds, self.eval_env_steps = int(state["rounds"]), int(state["eval_env_steps"])
         self.noise.load_state_dict(state["noise"])
-        for key in list(self._envs):
-            self._envs.pop(key).close()
-        self._env_states = dict(state["envs"])
+        self.envs.load_state_dict(state["envs"])

@@ -29,7 +29,7 @@ import torch
 
 from algorithms.core.contract import AlgoContext, Algorithm
 from algorithms.core.errors import CtrlbenchError
-from algorithms.core.mo_ppo import MOEnvs, MOPPOConfig, linear_lr, new_learner, ppo_iteration, simplex_grid
+from algorithms.core.mo_ppo import EnvPool, MOPPOConfig, linear_lr, new_learner, ppo_iteration, simplex_grid
 from algorithms.core.ppo import RandomStream
 from algorithms.core.registry import register
 from algorithms.core.seeding import derive_seed
@@ -55,16 +55,7 @@ class LSPPO(Algorithm):
         self.low, self.high = ctx.action_space.low, ctx.action_space.high
         self.learners = [new_learner(cfg, ctx, w) for w in self.weights]
         self.noise = RandomStream(self.device, derive_seed(ctx.seed, 1))  # exploration and minibatches
-        self._envs: dict[int, MOEnvs] = {}  # per policy, built on first use
-        self._env_states: dict[int, dict[str, Any]] = {}  # restored statistics of envs not built yet
-
-    def envs(self, i: int) -> MOEnvs:
-        if i not in self._envs:
-            envs = MOEnvs(self.ctx, self.config.n_envs, derive_seed(self.ctx.seed, 2, i + 1), "ls_ppo")
-            if i in self._env_states:
-                envs.load_state_dict(self._env_states.pop(i))
-            self._envs[i] = envs
-        return self._envs[i]
+        self.envs = EnvPool(ctx, cfg.n_envs, "ls_ppo")  # per policy
 
     def update(self) -> dict[str, torch.Tensor | float]:
         cfg = self.config
@@ -85,15 +76,12 @@ class LSPPO(Algorithm):
         return np.clip(learner.mean_action(obs), self.low, self.high).astype(np.float32)
 
     def state_dict(self) -> dict[str, Any]:
-        envs = {**self._env_states, **{k: e.state_dict() for k, e in self._envs.items()}}
         return {"step": self.step, "learners": [learner.state_dict() for learner in self.learners],
-                "noise": self.noise.state_dict(), "envs": envs}
+                "noise": self.noise.state_dict(), "envs": self.envs.state_dict()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.step = int(state["step"])
         for learner, s in zip(self.learners, state["learners"], strict=True):
             learner.load_state_dict(s)
         self.noise.load_state_dict(state["noise"])
-        for key in list(self._envs):
-            self._envs.pop(key).close()
-        self._env_states = dict(state["envs"])
+        self.envs.load_state_dict(state["envs"])

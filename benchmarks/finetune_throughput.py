@@ -27,7 +27,10 @@ from pathlib import Path
 
 import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from throughput import turns
 
 from algorithms.core.config import build_config, task_overrides
 from algorithms.core.contract import AlgoContext
@@ -109,9 +112,8 @@ def measure(loops: dict[str, Loop], rounds: int) -> dict[str, Timing]:
         loop(Timing())
     names = list(loops)
     timings = {name: Timing() for name in names}
-    for r in range(rounds):
-        for name in names[r % len(names):] + names[:r % len(names)]:
-            loops[name](timings[name])
+    for name in turns(names, rounds):
+        loops[name](timings[name])
     return timings
 
 

@@ -27,7 +27,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from throughput import harmonic_mean
+from throughput import harmonic_mean, turns
 
 from algorithms.core.config import build_config
 from algorithms.core.contract import AlgoContext
@@ -84,11 +84,10 @@ def rates(loops: dict[str, Callable[[int], None]], updates: int, warmup: int, ro
     names = list(loops)
     per_round = max(1, updates // rounds)
     out: dict[str, list[float]] = {name: [] for name in names}
-    for r in range(rounds):
-        for name in names[r % len(names):] + names[:r % len(names)]:
-            t0 = time.perf_counter()
-            loops[name](per_round)
-            out[name].append(per_round / (time.perf_counter() - t0))
+    for name in turns(names, rounds):
+        t0 = time.perf_counter()
+        loops[name](per_round)
+        out[name].append(per_round / (time.perf_counter() - t0))
     return out
 
 

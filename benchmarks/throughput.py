@@ -36,7 +36,7 @@ import argparse
 import multiprocessing
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import gymnasium as gym
 import numpy as np
@@ -92,6 +92,13 @@ def context(data: TransitionData, device: str) -> AlgoContext:
                        device=torch.device(device), seed=0, total_updates=1_000_000, dataset=data)
 
 
+def turns(names: list[str], rounds: int) -> Iterator[str]:
+    """The names in turn, `rounds` times, the order rotating by one from round to round."""
+    for r in range(rounds):
+        k = r % len(names)
+        yield from names[k:] + names[:k]
+
+
 def interleaved_rates(steps: dict[str, Callable[[], object]], updates: int, warmup: int, device: str,
                       rounds: int) -> dict[str, list[float]]:
     """Each step's updates/s in each of `rounds` rounds, the steps taking turns within a round (the order rotates
@@ -104,9 +111,8 @@ def interleaved_rates(steps: dict[str, Callable[[], object]], updates: int, warm
     names = list(steps)
     per_round = max(1, updates // rounds)
     rates: dict[str, list[float]] = {name: [] for name in names}
-    for r in range(rounds):
-        for name in names[r % len(names):] + names[:r % len(names)]:
-            rates[name].append(time_loop(steps[name], per_round, 0, device))
+    for name in turns(names, rounds):
+        rates[name].append(time_loop(steps[name], per_round, 0, device))
     return rates
 
 

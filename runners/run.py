@@ -375,15 +375,14 @@ def _train_and_record(req: RunRequest, p: Prepared, out: Path, log: Callable[[st
     every_env = req.eval_every_env_steps
     next_env_eval = (ctx.env_steps // every_env + 1) * every_env if every_env else None
     while algo.step < req.steps:
-        # Train until the next event (log / eval / checkpoint / milestone / end) without syncing the device; with
-        # evaluations by env steps, one update at a time (how many env steps an update takes is the algorithm's).
+        # Train until the next event (log / eval / checkpoint / milestone / end) without syncing the device, or,
+        # with evaluations by env steps, until an update passes the next multiple (the algorithm decides how many
+        # env steps an update takes).
         events = (req.check_every, req.log_every, req.eval_every, req.checkpoint_every)
         stop = min([req.steps] + [(algo.step // e + 1) * e for e in events] + [m for m in milestones if m > algo.step])
-        if every_env:
-            stop = algo.step + 1
         t0 = time.perf_counter()
-        metrics: dict[str, Any] = {}
-        metrics = updates.run(stop - algo.step)
+        until = (lambda mark=next_env_eval: ctx.env_steps >= mark) if every_env else None
+        metrics: dict[str, Any] = updates.run(stop - algo.step, until)
         step = algo.step
         last_metrics = _check_finite(metrics, step, p.run_id, last_check)
         last_check = step

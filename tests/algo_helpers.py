@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
+import io
+
 import gymnasium as gym
 import numpy as np
 import torch
@@ -47,3 +50,25 @@ def params(module: torch.nn.Module) -> list[torch.Tensor]:
 
 def same(a: list[torch.Tensor], b: list[torch.Tensor]) -> bool:
     return all(torch.equal(x, y) for x, y in zip(a, b))
+
+
+def io_round_trip(obj):
+    """Through torch.save/torch.load, as a checkpoint goes."""
+    f = io.BytesIO()
+    torch.save(obj, f)
+    f.seek(0)
+    return torch.load(f, weights_only=False)
+
+
+def safe_context(costs: np.ndarray | None = None, cost_limit: float | None = 5.0, seed: int = 0,
+                 max_action: float = 1.0, n: int = 64) -> AlgoContext:
+    """tiny_dataset (episodes of 16) with actions in the box, per-step costs (by default 1 where a_0 > 0) and a
+    cost budget: an offline-safe context."""
+    data = tiny_dataset(n=n, obs_dim=3, act_dim=2, seed=seed)
+    data = dataclasses.replace(data, actions=data.actions * max_action)
+    if costs is None:
+        costs = (data.actions[:, 0] > 0).astype(np.float32)
+    ctx = tiny_context(dataclasses.replace(data, costs=np.asarray(costs, np.float32)), max_action=max_action,
+                       seed=seed)
+    ctx.cost_limit = cost_limit
+    return ctx

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -50,3 +51,12 @@ def run_cli(*args: str, minari: Path | None = None, cwd: Path | None = None,
 
 
 TINY = ("--steps", "40", "--eval-every", "20", "--eval-episodes", "3", "--curve-episodes", "2", "--no-progress")
+
+
+@pytest.fixture
+def one_thread():
+    """torch on one thread for the test, the count restored after."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

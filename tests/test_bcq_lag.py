@@ -22,24 +22,17 @@ from algorithms.bcq_lag import (
     soft_clipped_double_q,
     td_target,
 )
-from algorithms.core.contract import AlgoContext
 from algorithms.core.errors import CtrlbenchError
 from algorithms.core.graphs import EagerUpdates, GraphedUpdates
 from algorithms.core.lagrangian import discounted_budget
 from algorithms.core.nets import frozen
 from algorithms.core.pid_lagrangian import PIDLagrangian
 from algorithms.core.registry import get_algorithm
-from tests.algo_helpers import params, same, tiny_context, tiny_dataset
+from tests.algo_helpers import io_round_trip, params, safe_context, same
 from tests.test_graphs import StandIn
-from tests.test_sac_lag import constant_ensemble, io_round_trip
+from tests.test_sac_lag import constant_ensemble
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny nets: one thread is fastest (tests/conftest.py)
 
 
 class LinearCritic(nn.Module):
@@ -75,17 +68,6 @@ class Identity(nn.Module):
         return act
 
 
-def safe_context(costs: np.ndarray | None = None, cost_limit: float | None = 5.0, seed: int = 0,
-                 max_action: float = 1.0) -> AlgoContext:
-    """tiny_dataset (64 transitions, 4 episodes of 16) with per-step costs: by default 1 where a_0 > 0."""
-    data = tiny_dataset(n=64, obs_dim=3, act_dim=2, seed=seed)
-    data = dataclasses.replace(data, actions=data.actions * max_action)
-    if costs is None:
-        costs = (data.actions[:, 0] > 0).astype(np.float32)
-    ctx = tiny_context(dataclasses.replace(data, costs=np.asarray(costs, np.float32)), max_action=max_action,
-                       seed=seed)
-    ctx.cost_limit = cost_limit
-    return ctx
 
 
 SMALL = dict(batch_size=16)

@@ -22,7 +22,8 @@ from algorithms.core.lagrangian import discounted_budget
 from algorithms.core.nets import VectorizedLinear
 from algorithms.core.registry import get_algorithm
 from algorithms.core.threads import torch_threads
-from tests.test_sac_lag import constant_ensemble, io_round_trip, smoke_context
+from tests.algo_helpers import io_round_trip
+from tests.test_sac_lag import constant_ensemble, smoke_context
 
 TINY = {"hidden": (16, 16), "batch_size": 8, "buffer_size": 500}
 

@@ -4,7 +4,6 @@ switch that attaches it), an end-to-end run on a tiny cost-labelled dataset, a c
 from __future__ import annotations
 
 import dataclasses
-import io
 import math
 
 import numpy as np
@@ -28,25 +27,13 @@ from algorithms.cpq import (
     reward_target,
     vae_loss,
 )
-from tests.algo_helpers import hand_batch, params, same, tiny_context, tiny_dataset
+from tests.algo_helpers import hand_batch, io_round_trip, params, same, tiny_context, tiny_dataset
 
 TINY = dict(batch_size=16, actor_hidden=(16, 16), critic_hidden=(16, 16), vae_hidden=(16, 16), sample_action_num=4)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny nets: one thread is fastest (tests/conftest.py)
 
-
-def io_round_trip(obj):
-    """Through torch.save/torch.load, as a checkpoint goes."""
-    f = io.BytesIO()
-    torch.save(obj, f)
-    f.seek(0)
-    return torch.load(f, weights_only=False)
 
 
 def safe_context(cost_limit: float | None = 20.0, max_action: float = 2.0, costs: bool = True, seed: int = 0):

@@ -23,8 +23,8 @@ from algorithms.core.errors import CtrlbenchError
 from algorithms.core.registry import get_algorithm
 from algorithms.core.threads import torch_threads
 from algorithms.dppo import DPPO, DPPOConfig, clip_coefficients
-from tests.algo_helpers import params, same
-from tests.test_ppo_core import io_round_trip, pendulum_context
+from tests.algo_helpers import io_round_trip, params, same
+from tests.test_ppo_core import pendulum_context
 
 # --- DDPM -------------------------------------------------------------------------------------------------------------
 

@@ -13,8 +13,8 @@ from algorithms.core.errors import CtrlbenchError
 from algorithms.core.registry import get_algorithm
 from algorithms.core.threads import torch_threads
 from algorithms.ppo_finetune import GaussianChunkPolicy, GaussianPPO, GaussianPPOConfig, bc_loss, chunk_log_prob
-from tests.algo_helpers import params, same
-from tests.test_ppo_core import io_round_trip, pendulum_context
+from tests.algo_helpers import io_round_trip, params, same
+from tests.test_ppo_core import pendulum_context
 
 LOG_2PI = math.log(2 * math.pi)
 

@@ -3,7 +3,6 @@ threshold on hand-made points; the reference subset; log space where float32 wou
 
 from __future__ import annotations
 
-import io
 import math
 
 import numpy as np
@@ -11,16 +10,12 @@ import pytest
 import torch
 
 from algorithms.core.kde_guard import KDEGuard
+from tests.algo_helpers import io_round_trip
 
 SIGMA = 0.535
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny nets: one thread is fastest (tests/conftest.py)
 
 
 def official_density(queries: np.ndarray, train: np.ndarray, sigma: float = SIGMA) -> np.ndarray:
@@ -47,12 +42,6 @@ def spread_pairs(n: int = 100, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
 def t(x: np.ndarray) -> torch.Tensor:
     return torch.as_tensor(x, dtype=torch.float32)
 
-
-def io_round_trip(obj):
-    f = io.BytesIO()
-    torch.save(obj, f)
-    f.seek(0)
-    return torch.load(f, weights_only=False)
 
 
 def test_normalization_maps_the_training_box_to_minus_one_one_and_keeps_constant_features() -> None:

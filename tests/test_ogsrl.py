@@ -25,30 +25,13 @@ from algorithms.ogsrl import (
     guarded_signal,
     td_target,
 )
-from tests.algo_helpers import params, same, tiny_context, tiny_dataset
+from tests.algo_helpers import io_round_trip, params, safe_context, same
 from tests.test_graphs import StandIn
-from tests.test_sac_lag import constant_ensemble, io_round_trip
+from tests.test_sac_lag import constant_ensemble
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny nets: one thread is fastest (tests/conftest.py)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def safe_context(costs: np.ndarray | None = None, cost_limit: float | None = 5.0, seed: int = 0,
-                 max_action: float = 1.0, n: int = 64) -> AlgoContext:
-    """tiny_dataset (episodes of 16) with actions in the box and per-step costs: by default 1 where a_0 > 0."""
-    data = tiny_dataset(n=n, obs_dim=3, act_dim=2, seed=seed)
-    data = dataclasses.replace(data, actions=data.actions * max_action)
-    if costs is None:
-        costs = (data.actions[:, 0] > 0).astype(np.float32)
-    ctx = tiny_context(dataclasses.replace(data, costs=np.asarray(costs, np.float32)), max_action=max_action,
-                       seed=seed)
-    ctx.cost_limit = cost_limit
-    return ctx
 
 
 SMALL = dict(batch_size=16, episode_len=16)

@@ -4,7 +4,6 @@ chunked rollouts that execute every action of a chunk (summing rewards) unless t
 
 from __future__ import annotations
 
-import io
 import math
 
 import gymnasium as gym
@@ -35,6 +34,7 @@ from algorithms.core.ppo import (
 )
 from algorithms.core.seeding import derive_seed
 from tasks.smoke import swing_up_controller
+from tests.algo_helpers import io_round_trip
 
 SAME_STEP = gym.vector.AutoresetMode.SAME_STEP
 
@@ -68,13 +68,6 @@ def pendulum_context(data: TransitionData | None = None, seed: int = 0, total_up
                                                        autoreset_mode=SAME_STEP)
     return ctx
 
-
-def io_round_trip(obj):
-    """Through torch.save/torch.load, as a checkpoint goes."""
-    f = io.BytesIO()
-    torch.save(obj, f)
-    f.seek(0)
-    return torch.load(f, weights_only=False)
 
 
 # --- GAE --------------------------------------------------------------------------------------------------------------

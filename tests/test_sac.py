@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import math
 
 import gymnasium as gym
@@ -25,7 +24,7 @@ from algorithms.core.sac import (
     temperature_loss,
 )
 from algorithms.sac import SAC
-from tests.algo_helpers import hand_batch, params, same
+from tests.algo_helpers import hand_batch, io_round_trip, params, same
 from tests.test_td3_bc import constant_critic
 
 SAME_STEP = gym.vector.AutoresetMode.SAME_STEP
@@ -147,13 +146,6 @@ def test_replay_state_dict_continues_the_same_samples() -> None:
     partial.add(*rows([0, 1, 2]))
     assert partial.state_dict()["rewards"].tolist() == [0.0, 1.0, 2.0]  # only the rows held
 
-
-def io_round_trip(obj):
-    """Through torch.save/torch.load, as a checkpoint goes."""
-    f = io.BytesIO()
-    torch.save(obj, f)
-    f.seek(0)
-    return torch.load(f, weights_only=False)
 
 
 # --- environment stepper ----------------------------------------------------------------------------------------------

@@ -3,7 +3,6 @@ TD target, the dual step on hand values; the actor term leaves the cost critic a
 
 from __future__ import annotations
 
-import io
 import math
 
 import gymnasium as gym
@@ -25,6 +24,7 @@ from algorithms.core.nets import EnsembleQ
 from algorithms.core.registry import get_algorithm
 from algorithms.core.threads import torch_threads
 from algorithms.sac_lag import SACLag, SACLagConfig, lagrangian_term
+from tests.algo_helpers import io_round_trip
 
 SAME_STEP = gym.vector.AutoresetMode.SAME_STEP
 PENDULUM_COST = "tasks.envs:ctrlbench/PendulumSpeedCost-v1"
@@ -53,13 +53,6 @@ def cost_batch() -> Batch:
                  dones=torch.tensor([0.0, 1.0, 0.0]),
                  costs=torch.tensor([1.0, 1.0, 0.0]))
 
-
-def io_round_trip(obj):
-    """Through torch.save/torch.load, as a checkpoint goes."""
-    f = io.BytesIO()
-    torch.save(obj, f)
-    f.seek(0)
-    return torch.load(f, weights_only=False)
 
 
 def smoke_context(seed: int = 0, cost_limit: float = 20.0) -> AlgoContext:

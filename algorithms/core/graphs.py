@@ -67,15 +67,18 @@ class CudaGraphBackend:
 
 
 class EagerUpdates:
-    """`run(n)`: n calls of `algo.update()`; returns the last one's metrics."""
+    """`run(n, until)`: n calls of `algo.update()`, fewer when `until()` turns true after one; returns the last one's
+    metrics."""
 
     def __init__(self, algo: Algorithm) -> None:
         self.algo = algo
 
-    def run(self, n: int) -> Metrics:
+    def run(self, n: int, until: Callable[[], bool] | None = None) -> Metrics:
         metrics: Metrics = {}
         for _ in range(n):
             metrics = self.algo.update()
+            if until is not None and until():
+                break
         return metrics
 
 
@@ -104,9 +107,9 @@ class GraphedUpdates(EagerUpdates):
         self.algo.step = start
         return metrics
 
-    def run(self, n: int) -> Metrics:
+    def run(self, n: int, until: Callable[[], bool] | None = None) -> Metrics:
         algo, metrics = self.algo, {}
-        while n > 0:
+        while n > 0 and not (until is not None and until()):
             aligned = algo.step % self.period == 0 and n >= self.period
             if aligned and self.replay is not None:
                 metrics = self.replay()

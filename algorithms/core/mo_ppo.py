@@ -62,6 +62,7 @@ from algorithms.core.ppo import (
     normalize_advantages,
     value_loss,
 )
+from algorithms.core.seeding import derive_seed
 from algorithms.core.threads import torch_threads
 
 OBS_CLIP = REWARD_CLIP = 10.0  # VecNormalize's clipob, cliprew (VECNORM:10)
@@ -361,6 +362,37 @@ class MOEnvs:
 
 
 # --- advantages and losses --------------------------------------------------------------------------------------------
+
+
+class EnvPool:
+    """The MOEnvs of each key (a policy, a stage) of one algorithm, built on first use and seeded by key; a checkpoint
+    keeps their statistics, also those of keys restored but not built again yet."""
+
+    def __init__(self, ctx: AlgoContext, n_envs: int, algo: str) -> None:
+        self.ctx, self.n_envs, self.algo = ctx, n_envs, algo
+        self.built: dict[int, MOEnvs] = {}
+        self.restored: dict[int, dict[str, Any]] = {}
+
+    def __call__(self, key: int) -> MOEnvs:
+        if key not in self.built:
+            envs = MOEnvs(self.ctx, self.n_envs, derive_seed(self.ctx.seed, 2, key + 1), self.algo)
+            if key in self.restored:
+                envs.load_state_dict(self.restored.pop(key))
+            self.built[key] = envs
+        return self.built[key]
+
+    def close(self, keep: tuple[int, ...] = ()) -> None:
+        """Close (and forget) the environments of every key but `keep`."""
+        for key in [k for k in self.built if k not in keep]:
+            self.built.pop(key).close()
+        self.restored = {k: v for k, v in self.restored.items() if k in keep}
+
+    def state_dict(self) -> dict[int, dict[str, Any]]:
+        return {**self.restored, **{k: e.state_dict() for k, e in self.built.items()}}
+
+    def load_state_dict(self, state: dict[int, dict[str, Any]]) -> None:
+        self.close()
+        self.restored = dict(state)
 
 
 def mo_gae(rewards: torch.Tensor, values: torch.Tensor, next_values: torch.Tensor, terminated: torch.Tensor,
