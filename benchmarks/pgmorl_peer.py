@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import sys
 import time
 from pathlib import Path
@@ -41,6 +40,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from algorithms.core.errors import CtrlbenchError
+from algorithms.core.io import atomic_write_json, check_writable_dir
 from tasks import pareto
 from tasks.mo_tasks import mo_tasks
 from tasks.protocol import FINAL_STREAM, episode_seeds, evaluate
@@ -109,6 +109,8 @@ def run(args: argparse.Namespace) -> None:
     task = find_task(args.task)
     if args.pop_size < 4:  # its performance predictor fits each candidate on >= 4 neighbouring samples
         raise CtrlbenchError(f"PGMORL needs --pop-size >= 4 (got {args.pop_size}): its predictor needs 4 samples")
+    if args.out:  # fail before hours of training, not after
+        check_writable_dir(args.out.resolve().parent, "--out's folder")
     PGMORL, make_env = import_pgmorl()
     import torch
 
@@ -156,7 +158,7 @@ def run(args: argparse.Namespace) -> None:
     print(f"hypervolume {metrics['hypervolume']:,.1f}  expected utility {metrics['expected_utility']:.3f}  "
           f"cardinality {len(front)}")
     if args.out:
-        args.out.write_text(json.dumps(metrics, indent=1) + "\n")
+        atomic_write_json(args.out, metrics)
 
 
 if __name__ == "__main__":
