@@ -14,12 +14,12 @@ without training:
               A scaled policy is still a policy (a function of the state, plus its own sampling noise), so the safe
               episodes are clonable behavior, as DSRL's safe policies are.
 Why this recipe, measured on HalfCheetah with OSRL's BC (algorithms/bc.py, batch 256, 20k updates, 3 evaluation
-episodes, ~/.cache probe of these sources): BC on a mix of gaits lands near the slowest gait that holds a steady
+episodes per policy; docs/safe.md has the numbers): BC on a mix of gaits lands near the slowest gait that holds a steady
 share of the data, because the slow states are visited by the slow sources alone (the fast ones only pass through
 them while they accelerate). Scales 0.3 and 0.4, or the first third of the snapshots (standing still, returns
 -330 and -170), in the data made BC-All as slow and safe as them (returns 500-1,750, cost 0, any weighting of the
-fast sources, seeds 0-2); without them BC-All runs at returns 1,600-3,000 and pays cost ~190 per episode (unsafe at
-kappa 40, DSRL's BC-All picture) while BC-Safe clones the expert at c = 0.5 (returns 1,900-2,200, cost <= 25).
+fast sources, seeds 0-2); without them BC-All ran at returns 1,600-3,250 and paid 190-380 per episode (unsafe at
+kappa 40, DSRL's BC-All picture) while BC-Safe cloned the expert at c = 0.5 (returns 1,900-2,200, cost <= 25).
 Without c = 0.5 BC-Safe paid cost 70-90: the safe episodes of c = 0.53 and of the slowest snapshot averaged into an
 unsafe gait. Earlier recipes slowed the robots with uniform-random or Gaussian action noise: BC on that data stood
 still (the mean action of noisy data at the standing-still states is about 0), so no uniform-random source either;
