@@ -63,7 +63,14 @@ def collect(env_name: str, policy: BatchPolicy, size: int, seed: int, stream: in
             make_env: Callable[[], gym.Env] | None = None) -> list[Episode]:
     """Episodes 0, 1, ... (in index order) until they hold `size` transitions; the last one is cut to fit.
     `make_env` replaces the env's v5 gymnasium env (e.g. a velocity-cost env); a step's info["cost"], when the env
-    gives one, is recorded as the episode's costs."""
+    gives one, is recorded as the episode's costs. The policy runs on one torch thread: the rollouts are chaotic, so
+    a matmul summed in another order (another thread count) would change every later state and the data with it."""
+    with torch_threads(1):
+        return _collect(env_name, policy, size, seed, stream, make_env)
+
+
+def _collect(env_name: str, policy: BatchPolicy, size: int, seed: int, stream: int,
+             make_env: Callable[[], gym.Env] | None) -> list[Episode]:
     envs = [make_env() if make_env else gym.make(env_id(env_name)) for _ in range(N_ENVS)]
     done: dict[int, Episode] = {}
     slots: list[dict | None] = [None] * N_ENVS
@@ -209,7 +216,7 @@ def medium_replay_episodes(env_name: str, policies: BehaviorPolicies, seed: int,
 def build(env_name: str, kinds: list[str], size: int = 1_000_000, seed: int = 0, overwrite: bool = False,
           policies_dir: Path = POLICIES_DIR, replay_size: int | None = None, log=print) -> list[str]:
     """Build the requested kinds for one environment; returns the dataset ids written."""
-    with torch_threads(1):  # inference on at most N_ENVS observations at a time
+    with torch_threads(1):  # its reference-score evaluations too (`collect` pins its own)
         return _build(env_name, kinds, size, seed, overwrite, policies_dir, replay_size, log)
 
 

@@ -42,7 +42,6 @@ from pathlib import Path
 import numpy as np
 
 from algorithms.core.errors import CtrlbenchError
-from algorithms.core.threads import torch_threads
 from tasks.behavior import POLICIES_DIR, load_actor
 from tasks.datasets import Episode, dataset_exists, write_minari_dataset
 from tasks.envs import VELOCITY_ID, suite_env_id
@@ -103,8 +102,7 @@ def build(robot: str, seed: int = 0, overwrite: bool = False, source_steps: int 
     episodes: list[Episode] = []
     recipe: dict[str, dict] = {}
     for k, (name, policy, entry) in enumerate(sources(robot, policies)):
-        with torch_threads(1):  # inference on N_ENVS observations: more threads only wait on each other
-            eps = collect(robot, policy, source_steps, seed, STREAM * 1000 + k, make_env=make)
+        eps = collect(robot, policy, source_steps, seed, STREAM * 1000 + k, make_env=make)
         episodes += eps
         recipe[name] = {**entry, **episode_stats(eps)}
         print(f"  {name:14s} {len(eps):4d} episodes  reward {recipe[name]['reward_mean']:8.1f}  "

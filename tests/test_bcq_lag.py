@@ -68,8 +68,6 @@ class Identity(nn.Module):
         return act
 
 
-
-
 SMALL = dict(batch_size=16)
 
 

@@ -35,7 +35,6 @@ TINY = dict(batch_size=16, actor_hidden=(16, 16), critic_hidden=(16, 16), vae_hi
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny nets: one thread is fastest (tests/conftest.py)
 
 
-
 def safe_context(cost_limit: float | None = 20.0, max_action: float = 2.0, costs: bool = True, seed: int = 0):
     data = tiny_dataset(n=128, obs_dim=3, act_dim=1, seed=seed)
     data = dataclasses.replace(data, actions=data.actions * max_action)

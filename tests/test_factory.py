@@ -11,9 +11,10 @@ import pytest
 import torch
 
 from algorithms.core.errors import CtrlbenchError
+from algorithms.core.threads import torch_threads
 from tasks.behavior import SquashedGaussianActor, file_sha256
 from tasks.datasets import dataset_dir, load_transitions, read_metadata
-from tasks.factory import BehaviorPolicies, build
+from tasks.factory import BehaviorPolicies, build, collect
 from tasks.locomotion import dataset_id
 from tasks.registry import get_task
 
@@ -178,3 +179,19 @@ def test_select_confirms_the_medium_inside_the_band(tmp_path: Path, monkeypatch:
     confirmed[30] = 500.0  # now nothing confirms inside the band
     with pytest.raises(CtrlbenchError, match="no snapshot confirmed"):
         behavior.select("hopper", policies_dir=out, work_dir=work, log=lambda m: None)
+
+
+def test_collect_runs_the_policy_on_one_torch_thread() -> None:
+    """Chaotic rollouts: another thread count sums matmuls in another order and changes every later state (measured on
+    the HalfCheetah velocity dataset built with 2 threads: source reward means up to 250 apart), so `collect` pins one
+    thread whatever its caller set."""
+    seen: list[int] = []
+
+    def policy(obs: np.ndarray, rngs: list[np.random.Generator]) -> np.ndarray:
+        seen.append(torch.get_num_threads())
+        return np.zeros((len(obs), 3), np.float32)
+
+    with torch_threads(2):
+        episodes = collect("hopper", policy, 5, seed=0, stream=0)
+        assert torch.get_num_threads() == 2  # the caller's setting is back
+    assert sum(len(ep.rewards) for ep in episodes) == 5 and seen and set(seen) == {1}

@@ -43,7 +43,6 @@ def t(x: np.ndarray) -> torch.Tensor:
     return torch.as_tensor(x, dtype=torch.float32)
 
 
-
 def test_normalization_maps_the_training_box_to_minus_one_one_and_keeps_constant_features() -> None:
     obs = np.array([[0.0, 5.0], [2.0, 5.0], [1.0, 5.0]], np.float32)
     act = np.array([[-2.0], [2.0], [0.0]], np.float32)

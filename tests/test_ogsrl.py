@@ -32,8 +32,6 @@ from tests.test_sac_lag import constant_ensemble
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny nets: one thread is fastest (tests/conftest.py)
 
 
-
-
 SMALL = dict(batch_size=16, episode_len=16)
 
 

@@ -69,7 +69,6 @@ def pendulum_context(data: TransitionData | None = None, seed: int = 0, total_up
     return ctx
 
 
-
 # --- GAE --------------------------------------------------------------------------------------------------------------
 
 def test_gae_by_hand_with_a_truncation_and_a_termination() -> None:

@@ -147,7 +147,6 @@ def test_replay_state_dict_continues_the_same_samples() -> None:
     assert partial.state_dict()["rewards"].tolist() == [0.0, 1.0, 2.0]  # only the rows held
 
 
-
 # --- environment stepper ----------------------------------------------------------------------------------------------
 
 class UnitCost(gym.Wrapper):

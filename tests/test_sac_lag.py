@@ -54,7 +54,6 @@ def cost_batch() -> Batch:
                  costs=torch.tensor([1.0, 1.0, 0.0]))
 
 
-
 def smoke_context(seed: int = 0, cost_limit: float = 20.0) -> AlgoContext:
     probe = gym.make(PENDULUM_COST)
     ctx = AlgoContext(observation_space=probe.observation_space, action_space=probe.action_space,
