@@ -194,7 +194,7 @@ def test_dppo_end_to_end_through_both_phases_and_resume() -> None:
         assert fresh.step == 9 and fresh.finetuning
         np.testing.assert_array_equal(fresh.act(obs), a)  # same weights, same evaluation noise
         assert fresh.envs.env_steps == algo.envs.env_steps
-        assert fresh.reward_scaler.var == algo.reward_scaler.var
+        assert fresh.reward_scaler.stats.var == algo.reward_scaler.stats.var
         m = fresh.update()
         assert m["finetune_iteration"] == 4.0 and math.isfinite(m["pg_loss"])
 

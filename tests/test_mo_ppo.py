@@ -15,7 +15,6 @@ from algorithms.core.mo_ppo import (
     Constraint,
     MOEnvs,
     MOPPOConfig,
-    RunningMeanStd,
     barrier_term,
     mo_gae,
     new_learner,
@@ -94,18 +93,6 @@ def test_barrier_term_on_hand_values_and_its_clamp() -> None:
     three = barrier_term(torch.tensor([1.0]), torch.tensor([[1.0, 10.0, 20.0]]), objective=1, beta=0.9, t=10.0,
                          clip=0.2)
     assert three.item() == pytest.approx(-(math.log(0.1) + math.log(2.0)) / 2 / 10, rel=1e-6)
-
-
-def test_running_mean_std_matches_the_pooled_statistics() -> None:
-    rng = np.random.default_rng(0)
-    x, y = rng.normal(3.0, 2.0, (50, 2)), rng.normal(-1.0, 0.5, (30, 2))
-    rms = RunningMeanStd((2,))
-    rms.update(x)
-    rms.update(y)
-    both = np.concatenate([x, y])
-    np.testing.assert_allclose(rms.mean, both.mean(0), rtol=1e-4)
-    np.testing.assert_allclose(rms.var, both.var(0), rtol=1e-3)
-    assert rms.count == pytest.approx(80 + 1e-4)
 
 
 def test_simplex_grid_is_the_references() -> None:

@@ -173,7 +173,7 @@ def test_running_reward_scaler_by_hand() -> None:
     count = 1e-4 + 3
     delta = rets.mean()
     var = (1.0 * 1e-4 + rets.var() * 3 + delta**2 * 1e-4 * 3 / count) / (count - 1)
-    assert scaler.var == pytest.approx(var) and scaler.mean == pytest.approx(delta * 3 / count)
+    assert scaler.stats.var == pytest.approx(var) and scaler.stats.mean == pytest.approx(delta * 3 / count)
     torch.testing.assert_close(scaled, r / math.sqrt(var + 1e-8))
     assert scaler.ret.tolist() == [1.0]  # carried into the next rollout: that episode goes on
     assert (scaled > 3.0).all()  # 1 / sqrt(var) = 3.46...
@@ -181,7 +181,7 @@ def test_running_reward_scaler_by_hand() -> None:
     assert clipped.flatten().tolist() == [3.0, 3.0, 3.0]
     fresh = RunningRewardScaler(1, gamma=0.5)
     fresh.load_state_dict(io_round_trip(scaler.state_dict()))
-    assert fresh.var == scaler.var and fresh.ret.tolist() == [0.0]  # statistics kept, episodes restart
+    assert fresh.stats.var == scaler.stats.var and fresh.ret.tolist() == [0.0]  # statistics kept, episodes restart
 
 
 # --- pretraining data -------------------------------------------------------------------------------------------------

@@ -50,6 +50,7 @@ from algorithms.core.config import require
 from algorithms.core.contract import AlgoContext
 from algorithms.core.errors import CtrlbenchError
 from algorithms.core.nets import mlp
+from algorithms.core.normalization import RunningMeanStd
 from algorithms.core.online import EnvStepper
 from algorithms.core.ppo import (
     MinibatchMeans,
@@ -136,36 +137,6 @@ def simplex_grid(dim: int, min_weight: float, max_weight: float, delta: float) -
 # --- normalization ----------------------------------------------------------------------------------------------------
 
 
-class RunningMeanStd:
-    """Running mean and (population) variance with the parallel update of baselines (RMS:3-31): count starts at 1e-4,
-    mean 0, var 1."""
-
-    def __init__(self, shape: tuple[int, ...]) -> None:
-        self.mean = np.zeros(shape, np.float64)
-        self.var = np.ones(shape, np.float64)
-        self.count = 1e-4
-
-    def update(self, x: np.ndarray) -> None:
-        """x: (B, *shape)."""
-        x = np.asarray(x, dtype=np.float64)
-        batch_mean, batch_var, n = x.mean(axis=0), x.var(axis=0), x.shape[0]
-        delta, total = batch_mean - self.mean, self.count + n
-        m2 = self.var * self.count + batch_var * n + delta**2 * self.count * n / total
-        self.mean, self.var, self.count = self.mean + delta * n / total, m2 / total, total
-
-    @property
-    def std(self) -> np.ndarray:
-        return np.sqrt(self.var + RMS_EPS)
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"mean": self.mean.copy(), "var": self.var.copy(), "count": self.count}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.mean = np.asarray(state["mean"], np.float64).copy()
-        self.var = np.asarray(state["var"], np.float64).copy()
-        self.count = float(state["count"])
-
-
 # --- the learner ------------------------------------------------------------------------------------------------------
 
 
@@ -199,8 +170,8 @@ class MOPPO:
         self.cfg, self.device = cfg, device
         self.net = MOActorCritic(obs_dim, act_dim, reward_dim, cfg.hidden).to(device)
         self.optimizer = torch.optim.Adam(self.net.parameters(), lr=cfg.lr, eps=1e-5)
-        self.ob_rms = RunningMeanStd((obs_dim,))
-        self.obj_rms = RunningMeanStd((reward_dim,))
+        self.ob_rms = RunningMeanStd((obs_dim,), eps=RMS_EPS)
+        self.obj_rms = RunningMeanStd((reward_dim,), eps=RMS_EPS)
         self.weight = np.asarray(weight, np.float64)
         self.iterations = 0  # PPO iterations trained
 

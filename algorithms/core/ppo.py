@@ -47,6 +47,7 @@ from algorithms.core.contract import AlgoContext
 from algorithms.core.data import TransitionData
 from algorithms.core.errors import CtrlbenchError
 from algorithms.core.nets import Polyak
+from algorithms.core.normalization import RunningMeanStd
 from algorithms.core.online import EnvStepper
 from algorithms.core.seeding import derive_seed
 from algorithms.core.threads import torch_threads
@@ -346,9 +347,9 @@ class RunningRewardScaler:
     episodes restart on resume."""
 
     def __init__(self, n_envs: int, gamma: float = 0.99, clip: float = 10.0, eps: float = 1e-8) -> None:
-        self.gamma, self.clip, self.eps = gamma, clip, eps
+        self.gamma, self.clip = gamma, clip
         self.ret = np.zeros(n_envs)
-        self.mean, self.var, self.count = 0.0, 1.0, 1e-4
+        self.stats = RunningMeanStd((), bessel=True, eps=eps)
 
     def __call__(self, rewards: torch.Tensor, dones: torch.Tensor) -> torch.Tensor:
         """Scale rewards (T, N); dones[t] = 1 ends the episode after step t."""
@@ -357,21 +358,15 @@ class RunningRewardScaler:
         for t in range(len(r)):
             rets[t] = self.ret = r[t] + self.gamma * self.ret
             self.ret = self.ret * (1.0 - d[t])
-        self._update(rets.reshape(-1))
-        scaled = np.clip(r / np.sqrt(self.var + self.eps), -self.clip, self.clip)
+        self.stats.update(rets.reshape(-1))
+        scaled = np.clip(r / self.stats.std, -self.clip, self.clip)
         return torch.as_tensor(scaled, dtype=rewards.dtype, device=rewards.device)
 
-    def _update(self, x: np.ndarray) -> None:
-        batch_mean, batch_var, n = float(x.mean()), float(x.var()), len(x)
-        delta, total = batch_mean - self.mean, self.count + n
-        m2 = self.var * self.count + batch_var * n + delta**2 * self.count * n / total
-        self.mean, self.var, self.count = self.mean + delta * n / total, m2 / (total - 1), total
+    def state_dict(self) -> dict[str, Any]:
+        return self.stats.state_dict()
 
-    def state_dict(self) -> dict[str, float]:
-        return {"mean": self.mean, "var": self.var, "count": self.count}
-
-    def load_state_dict(self, state: dict[str, float]) -> None:
-        self.mean, self.var, self.count = float(state["mean"]), float(state["var"]), float(state["count"])
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.stats.load_state_dict(state)
         self.ret[:] = 0.0
 
 
