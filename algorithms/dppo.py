@@ -70,9 +70,9 @@ from torch import nn
 
 from algorithms.core.config import require
 from algorithms.core.contract import AlgoContext, Algorithm
-from algorithms.core.diffusion import DDPM, DiffusionMLP, ResidualMLP, epsilon_loss, sample, step_log_prob
+from algorithms.core.diffusion import DDPM, DiffusionMLP, epsilon_loss, sample, step_log_prob
 from algorithms.core.errors import CtrlbenchError
-from algorithms.core.nets import adam
+from algorithms.core.nets import ResidualMLP, adam
 from algorithms.core.ppo import (
     EMA,
     ActionChunks,

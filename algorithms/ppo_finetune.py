@@ -46,9 +46,9 @@ from torch import nn
 
 from algorithms.core.config import require
 from algorithms.core.contract import AlgoContext, Algorithm
-from algorithms.core.diffusion import ResidualMLP, gaussian_log_prob
+from algorithms.core.diffusion import gaussian_log_prob
 from algorithms.core.errors import CtrlbenchError
-from algorithms.core.nets import adam, mlp
+from algorithms.core.nets import ResidualMLP, adam, mlp
 from algorithms.core.ppo import (
     EMA,
     ActionChunks,

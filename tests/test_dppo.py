@@ -13,13 +13,13 @@ import torch
 from algorithms.core.diffusion import (
     DDPM,
     DiffusionMLP,
-    ResidualMLP,
     cosine_beta_schedule,
     epsilon_loss,
     sample,
     step_log_prob,
 )
 from algorithms.core.errors import CtrlbenchError
+from algorithms.core.nets import ResidualMLP
 from algorithms.core.registry import get_algorithm
 from algorithms.core.threads import torch_threads
 from algorithms.dppo import DPPO, DPPOConfig, clip_coefficients

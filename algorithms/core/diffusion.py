@@ -20,8 +20,8 @@ sample at noise level t to level t - 1 (level -1 being the clean chunk).
 - `step_log_prob`: log N(x_next; mu(x, t, s), max(sigma_t, min_std)^2) of one denoising step, elementwise
   (diffusion_vpg.py:398-461).
 
-`ResidualMLP` (the reference's pre-activation residual MLP) lives here because the denoiser is built on it; the
-PPO critics of the fine-tuning methods use it too.
+The denoiser is built on the reference's pre-activation residual MLP, `ResidualMLP` in algorithms/core/nets.py
+(the PPO critics of the fine-tuning methods use it too).
 """
 
 from __future__ import annotations
@@ -33,6 +33,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from algorithms.core.nets import ResidualMLP
 
 Denoiser = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]  # (x_t, t, state) -> predicted eps
 
@@ -106,35 +108,6 @@ class SinusoidalEmbedding(nn.Module):
     def forward(self, t: torch.Tensor) -> torch.Tensor:
         angles = t.float()[:, None] * self.freqs[None, :]
         return torch.cat([angles.sin(), angles.cos()], dim=-1)
-
-
-class PreActivationBlock(nn.Module):
-    """x + W2 act(W1 act(x)) (model/common/mlp.py:128-154, without layer norm or dropout)."""
-
-    def __init__(self, width: int, activation: type[nn.Module]) -> None:
-        super().__init__()
-        self.l1, self.l2 = nn.Linear(width, width), nn.Linear(width, width)
-        self.act = activation()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.l2(self.act(self.l1(self.act(x))))
-
-
-class ResidualMLP(nn.Module):
-    """Linear(in, h) -> (len(hidden) - 1) / 2 pre-activation residual blocks -> Linear(h, out), no activation on
-    the output (model/common/mlp.py:84-125). The reference's [512, 512, 512] is Linear -> one block -> Linear."""
-
-    def __init__(self, in_dim: int, hidden: Sequence[int], out_dim: int,
-                 activation: type[nn.Module] = nn.Mish) -> None:
-        super().__init__()
-        width = hidden[0]
-        if any(h != width for h in hidden) or (len(hidden) - 1) % 2 != 0:
-            raise ValueError(f"a residual MLP needs an odd number of equal hidden widths, got {tuple(hidden)}")
-        blocks = [PreActivationBlock(width, activation) for _ in range((len(hidden) - 1) // 2)]
-        self.layers = nn.Sequential(nn.Linear(in_dim, width), *blocks, nn.Linear(width, out_dim))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.layers(x)
 
 
 class DiffusionMLP(nn.Module):

@@ -1,4 +1,5 @@
-"""Network builders shared by every algorithm: MLPs, Q ensembles, actors, Polyak averaging."""
+"""Network builders shared by every algorithm: MLPs, the pre-activation residual MLP, Q ensembles, actors, Polyak
+averaging."""
 
 from __future__ import annotations
 
@@ -172,6 +173,35 @@ class DeterministicActor(nn.Module):
         backward pass by hand; None when the MLP is not a plain ReLU stack (e.g. with dropout)."""
         plain = self.net.plain()
         return None if plain is None else MLPTape("linear", obs, *plain)
+
+
+class PreActivationBlock(nn.Module):
+    """x + W2 act(W1 act(x)) (model/common/mlp.py:128-154, without layer norm or dropout)."""
+
+    def __init__(self, width: int, activation: type[nn.Module]) -> None:
+        super().__init__()
+        self.l1, self.l2 = nn.Linear(width, width), nn.Linear(width, width)
+        self.act = activation()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.l2(self.act(self.l1(self.act(x))))
+
+
+class ResidualMLP(nn.Module):
+    """Linear(in, h) -> (len(hidden) - 1) / 2 pre-activation residual blocks -> Linear(h, out), no activation on
+    the output (model/common/mlp.py:84-125). The reference's [512, 512, 512] is Linear -> one block -> Linear."""
+
+    def __init__(self, in_dim: int, hidden: Sequence[int], out_dim: int,
+                 activation: type[nn.Module] = nn.Mish) -> None:
+        super().__init__()
+        width = hidden[0]
+        if any(h != width for h in hidden) or (len(hidden) - 1) % 2 != 0:
+            raise ValueError(f"a residual MLP needs an odd number of equal hidden widths, got {tuple(hidden)}")
+        blocks = [PreActivationBlock(width, activation) for _ in range((len(hidden) - 1) // 2)]
+        self.layers = nn.Sequential(nn.Linear(in_dim, width), *blocks, nn.Linear(width, out_dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.layers(x)
 
 
 class Polyak:
