@@ -68,32 +68,19 @@ import numpy as np
 import torch
 from torch import nn
 
+from algorithms.core.chunk_finetune import ChunkFinetuner
 from algorithms.core.config import require
-from algorithms.core.contract import AlgoContext, Algorithm
+from algorithms.core.contract import AlgoContext
 from algorithms.core.diffusion import DDPM, DiffusionMLP, epsilon_loss, sample, step_log_prob
-from algorithms.core.errors import CtrlbenchError
 from algorithms.core.nets import ResidualMLP, adam
 from algorithms.core.ppo import (
     EMA,
-    ActionChunks,
-    ChunkEnvs,
     MinibatchMeans,
-    MinMaxScaler,
     RandomStream,
-    Rollout,
-    RunningRewardScaler,
-    approx_kl,
-    clip_fraction,
     clipped_surrogate,
-    collect_rollout,
-    estimate_advantages,
     iteration_metrics,
     minibatches,
     normalize_advantages,
-    optimizer_step,
-    set_lr,
-    value_loss,
-    warmup_cosine_lr,
 )
 from algorithms.core.registry import register
 from algorithms.core.seeding import derive_seed
@@ -177,22 +164,12 @@ def clip_coefficients(k_ft: int, base: float, final: float, rate: float) -> torc
 
 
 @register("dppo", kinds=("offline-to-online",))
-class DPPO(Algorithm):
+class DPPO(ChunkFinetuner):
     Config = DPPOConfig
 
     def __init__(self, config: DPPOConfig, ctx: AlgoContext) -> None:
-        super().__init__(config, ctx)
+        super().__init__(config, ctx)  # data, scalers, chunks, training envs (algorithms/core/chunk_finetune.py)
         cfg = config
-        if ctx.total_updates <= cfg.pretrain_steps:
-            raise CtrlbenchError(f"dppo: the budget of {ctx.total_updates} updates ends before fine-tuning starts "
-                                 f"(pretrain_steps {cfg.pretrain_steps}); raise --steps or lower --pretrain-steps")
-        data = ctx.require_dataset("dppo")
-        self.obs_scaler = MinMaxScaler.fit(data.observations, self.device)  # on the whole dataset, as the reference
-        self.act_scaler = MinMaxScaler.fit(data.actions, self.device)
-        self.chunks = ActionChunks(data, cfg.horizon, self.obs_scaler, self.act_scaler, self.device, ctx.seed,
-                                   cfg.drop_nonpositive_episodes)
-        self.action_low = torch.as_tensor(ctx.action_space.low, device=self.device)
-        self.action_high = torch.as_tensor(ctx.action_space.high, device=self.device)
         self.chunk_shape = (cfg.horizon, ctx.act_dim)
 
         # pretraining: the denoiser, its optimizer and its EMA
@@ -202,7 +179,6 @@ class DPPO(Algorithm):
                                                     weight_decay=cfg.pretrain_weight_decay)
         self.ema = EMA(self.denoiser, cfg.ema_decay, cfg.ema_every, start=round(cfg.ema_start_fraction
                                                                                 * cfg.pretrain_steps))
-        self.lr_warmup = round(cfg.lr_warmup_fraction * cfg.pretrain_steps)
 
         # fine-tuning: the frozen pretrained denoiser for steps k >= K', a trainable copy below, a state-only critic;
         # both denoisers are loaded with the EMA weights when fine-tuning starts
@@ -213,36 +189,12 @@ class DPPO(Algorithm):
         self.critic_optimizer = adam(self.critic.parameters(), lr=cfg.critic_lr)
         self.clip_eps = clip_coefficients(cfg.ft_denoising_steps, cfg.clip_ploss_coef_base, cfg.clip_ploss_coef,
                                           cfg.clip_ploss_coef_rate).to(self.device)
-        self.envs = ChunkEnvs(ctx, cfg.n_envs, "dppo")
-        self.reward_scaler = RunningRewardScaler(cfg.n_envs, cfg.gamma)
-        self.noise = RandomStream(self.device, derive_seed(ctx.seed, 1))  # training: diffusion noise, minibatches
         self.eval_noise = RandomStream(self.device, derive_seed(ctx.seed, 2))  # act()
-
-    @property
-    def finetuning(self) -> bool:
-        return self.step > self.config.pretrain_steps
-
-    def update(self) -> dict[str, torch.Tensor | float]:
-        self.step += 1
-        if not self.finetuning:
-            return self.pretrain_step()
-        if self.step == self.config.pretrain_steps + 1:
-            self.start_finetuning()
-        return self.finetune_iteration()
 
     # --- pretraining ------------------------------------------------------------------------------------------------
 
-    def pretrain_step(self) -> dict[str, torch.Tensor | float]:
-        cfg = self.config
-        lr = warmup_cosine_lr(self.step - 1, cfg.pretrain_steps, self.lr_warmup, cfg.pretrain_lr, cfg.pretrain_min_lr)
-        set_lr(self.pretrain_optimizer, lr)
-        states, chunks = self.chunks.sample(cfg.pretrain_batch_size)
-        loss = epsilon_loss(self.ddpm, self.denoiser, chunks, states, self.noise.generator)
-        self.pretrain_optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        self.pretrain_optimizer.step()
-        self.ema.update(self.step)
-        return {"phase": 0.0, "finetune_iteration": 0.0, "diffusion_loss": loss.detach(), "pretrain_lr": lr}
+    def pretrain_loss(self, states: torch.Tensor, chunks: torch.Tensor) -> tuple[str, torch.Tensor]:
+        return "diffusion_loss", epsilon_loss(self.ddpm, self.denoiser, chunks, states, self.noise.generator)
 
     def start_finetuning(self) -> None:
         """Both denoisers start from the EMA weights (the reference loads checkpoint["ema"])."""
@@ -260,10 +212,6 @@ class DPPO(Algorithm):
         return sample(self.ddpm, self.denoiser_at, states, self.chunk_shape, deterministic=False,
                       min_std=cfg.min_sampling_std, randn_clip=cfg.randn_clip, keep_last=cfg.ft_denoising_steps,
                       generator=self.noise.generator)
-
-    def to_env(self, chunks: torch.Tensor) -> np.ndarray:
-        """Scaled chunks -> raw actions inside the action space."""
-        return torch.clamp(self.act_scaler.unscale(chunks), self.action_low, self.action_high).cpu().numpy()
 
     def chain_log_prob(self, states: torch.Tensor, x: torch.Tensor, x_next: torch.Tensor, i: torch.Tensor
                        ) -> torch.Tensor:
@@ -285,13 +233,8 @@ class DPPO(Algorithm):
 
     def finetune_iteration(self) -> dict[str, torch.Tensor | float]:
         cfg = self.config
-        iteration = self.step - cfg.pretrain_steps
-        rollout: Rollout = collect_rollout(self.envs, cfg.n_steps, self.explore, self.obs_scaler, self.to_env)
-        values, advantages, returns = estimate_advantages(
-            rollout, self.critic, cfg.gamma, cfg.gae_lambda, self.reward_scaler if cfg.reward_scale_running else None)
-        states = rollout.obs.reshape(-1, rollout.obs.shape[-1])
-        chains = rollout.records.flatten(0, 1)  # (M, K' + 1, H, A)
-        advantages, returns, values = advantages.reshape(-1), returns.reshape(-1), values.reshape(-1)
+        data = self.collect()
+        states, chains = data.states, data.records  # chains (M, K' + 1, H, A)
         old_log_p = self.rollout_log_probs(states, chains)
 
         k_ft = cfg.ft_denoising_steps
@@ -299,26 +242,15 @@ class DPPO(Algorithm):
         for idx in minibatches(len(states) * k_ft, cfg.batch_size, cfg.update_epochs, self.noise.generator):
             b, i = idx // k_ft, idx % k_ft  # the decision and its fine-tuned denoising step
             log_ratio = self.chain_log_prob(states[b], chains[b, i], chains[b, i + 1], i) - old_log_p[b, i]
-            ratio = log_ratio.exp()
-            adv = normalize_advantages(advantages[b]) * cfg.gamma_denoising ** (k_ft - 1 - i).float()
-            pg_loss = clipped_surrogate(ratio, adv, self.clip_eps[i])
-            v_loss = value_loss(self.critic(states[b]).squeeze(-1), returns[b])
-            loss = pg_loss + cfg.vf_coef * v_loss
-            optimizer_step(loss, self.actor_optimizer, self.critic_optimizer,
-                           train_actor=iteration > cfg.critic_warmup_iterations)
-            kl = float(approx_kl(log_ratio))
-            stats.add(pg_loss=pg_loss, value_loss=v_loss, approx_kl=kl, ratio=ratio.mean(),
-                      clip_fraction=clip_fraction(ratio, self.clip_eps[i]))
-            if 0 < cfg.target_kl < kl:
+            adv = normalize_advantages(data.advantages[b]) * cfg.gamma_denoising ** (k_ft - 1 - i).float()
+            pg_loss = clipped_surrogate(log_ratio.exp(), adv, self.clip_eps[i])
+            if self.ppo_step(stats, log_ratio, pg_loss, self.clip_eps[i], states[b], data.returns[b]):
                 break
 
-        return iteration_metrics(iteration, stats, rollout, self.envs.metrics(), values, returns)
+        return iteration_metrics(self.step - cfg.pretrain_steps, stats, data.rollout, self.envs.metrics(),
+                                 data.values, data.returns)
 
     # --- evaluation -------------------------------------------------------------------------------------------------
-
-    def milestones(self) -> dict[str, int]:
-        """The end of pretraining: the runner scores the pretrained policy there (the score before fine-tuning)."""
-        return {"pretrained": self.config.pretrain_steps}
 
     @torch.no_grad()
     def act(self, obs: np.ndarray, weight: np.ndarray | None = None) -> np.ndarray:

@@ -44,34 +44,20 @@ import numpy as np
 import torch
 from torch import nn
 
+from algorithms.core.chunk_finetune import ChunkFinetuner
 from algorithms.core.config import require
-from algorithms.core.contract import AlgoContext, Algorithm
+from algorithms.core.contract import AlgoContext
 from algorithms.core.diffusion import gaussian_log_prob
-from algorithms.core.errors import CtrlbenchError
 from algorithms.core.nets import ResidualMLP, adam, mlp
 from algorithms.core.ppo import (
     EMA,
-    ActionChunks,
-    ChunkEnvs,
     MinibatchMeans,
-    MinMaxScaler,
-    RandomStream,
-    RunningRewardScaler,
-    approx_kl,
-    clip_fraction,
     clipped_surrogate,
-    collect_rollout,
-    estimate_advantages,
     iteration_metrics,
     minibatches,
     normalize_advantages,
-    optimizer_step,
-    set_lr,
-    value_loss,
-    warmup_cosine_lr,
 )
 from algorithms.core.registry import register
-from algorithms.core.seeding import derive_seed
 
 LOG_PROB_MIN, LOG_PROB_MAX = -5.0, 2.0  # the clamp of the chunk's mean log-likelihood (LOSS:62-63)
 
@@ -162,23 +148,12 @@ def chunk_log_prob(policy: GaussianChunkPolicy, states: torch.Tensor, chunks: to
 
 
 @register("gaussian_ppo", kinds=("offline-to-online",))
-class GaussianPPO(Algorithm):
+class GaussianPPO(ChunkFinetuner):
     Config = GaussianPPOConfig
 
     def __init__(self, config: GaussianPPOConfig, ctx: AlgoContext) -> None:
-        super().__init__(config, ctx)
+        super().__init__(config, ctx)  # data, scalers, chunks, training envs (algorithms/core/chunk_finetune.py)
         cfg = config
-        if ctx.total_updates <= cfg.pretrain_steps:
-            raise CtrlbenchError(f"gaussian_ppo: the budget of {ctx.total_updates} updates ends before fine-tuning "
-                                 f"starts (pretrain_steps {cfg.pretrain_steps}); raise --steps or lower "
-                                 f"--pretrain-steps")
-        data = ctx.require_dataset("gaussian_ppo")
-        self.obs_scaler = MinMaxScaler.fit(data.observations, self.device)
-        self.act_scaler = MinMaxScaler.fit(data.actions, self.device)
-        self.chunks = ActionChunks(data, cfg.horizon, self.obs_scaler, self.act_scaler, self.device, ctx.seed,
-                                   cfg.drop_nonpositive_episodes)
-        self.action_low = torch.as_tensor(ctx.action_space.low, device=self.device)
-        self.action_high = torch.as_tensor(ctx.action_space.high, device=self.device)
 
         # pretraining: the policy's mean (the std is fixed at std_init) and its EMA
         self.policy = GaussianChunkPolicy(ctx.obs_dim, ctx.act_dim, cfg.horizon, cfg.hidden, cfg.std_init,
@@ -187,39 +162,17 @@ class GaussianPPO(Algorithm):
                                                     weight_decay=cfg.pretrain_weight_decay)
         self.ema = EMA(self.policy, cfg.ema_decay, cfg.ema_every, start=round(cfg.ema_start_fraction
                                                                               * cfg.pretrain_steps))
-        self.lr_warmup = round(cfg.lr_warmup_fraction * cfg.pretrain_steps)
 
         # fine-tuning: the whole policy (mean and std) from the EMA weights, and a state-only critic
         self.critic = ResidualMLP(ctx.obs_dim, cfg.critic_hidden, 1, nn.Mish).to(self.device)
         self.actor_optimizer = adam(self.policy.parameters(), lr=cfg.actor_lr)  # AdamW without weight decay
         self.critic_optimizer = adam(self.critic.parameters(), lr=cfg.critic_lr)
-        self.envs = ChunkEnvs(ctx, cfg.n_envs, "gaussian_ppo")
-        self.reward_scaler = RunningRewardScaler(cfg.n_envs, cfg.gamma)
-        self.noise = RandomStream(self.device, derive_seed(ctx.seed, 1))  # exploration, minibatches
 
-    @property
-    def finetuning(self) -> bool:
-        return self.step > self.config.pretrain_steps
+    def pretrain_loss(self, states: torch.Tensor, chunks: torch.Tensor) -> tuple[str, torch.Tensor]:
+        return "bc_loss", bc_loss(self.policy, states, chunks, self.config.std_init)
 
-    def update(self) -> dict[str, torch.Tensor | float]:
-        self.step += 1
-        if not self.finetuning:
-            return self.pretrain_step()
-        if self.step == self.config.pretrain_steps + 1:
-            self.policy.load_state_dict(self.ema.average.state_dict())  # fine-tune the EMA weights
-        return self.finetune_iteration()
-
-    def pretrain_step(self) -> dict[str, torch.Tensor | float]:
-        cfg = self.config
-        lr = warmup_cosine_lr(self.step - 1, cfg.pretrain_steps, self.lr_warmup, cfg.pretrain_lr, cfg.pretrain_min_lr)
-        set_lr(self.pretrain_optimizer, lr)
-        states, chunks = self.chunks.sample(cfg.pretrain_batch_size)
-        loss = bc_loss(self.policy, states, chunks, cfg.std_init)
-        self.pretrain_optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        self.pretrain_optimizer.step()
-        self.ema.update(self.step)
-        return {"phase": 0.0, "finetune_iteration": 0.0, "bc_loss": loss.detach(), "pretrain_lr": lr}
+    def start_finetuning(self) -> None:
+        self.policy.load_state_dict(self.ema.average.state_dict())  # fine-tune the EMA weights
 
     @torch.no_grad()
     def explore(self, states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -229,43 +182,22 @@ class GaussianPPO(Algorithm):
         chunk = mean + self.policy.std() * draws.clamp(-self.config.randn_clip, self.config.randn_clip)
         return chunk, chunk
 
-    def to_env(self, chunks: torch.Tensor) -> np.ndarray:
-        """Scaled chunks -> raw actions inside the action space."""
-        return torch.clamp(self.act_scaler.unscale(chunks), self.action_low, self.action_high).cpu().numpy()
-
     def finetune_iteration(self) -> dict[str, torch.Tensor | float]:
         cfg = self.config
-        iteration = self.step - cfg.pretrain_steps
-        rollout = collect_rollout(self.envs, cfg.n_steps, self.explore, self.obs_scaler, self.to_env)
-        values, advantages, returns = estimate_advantages(
-            rollout, self.critic, cfg.gamma, cfg.gae_lambda, self.reward_scaler if cfg.reward_scale_running else None)
-        states = rollout.obs.reshape(-1, rollout.obs.shape[-1])
-        chunks = rollout.records.flatten(0, 1)  # (M, H, A)
-        advantages, returns, values = advantages.reshape(-1), returns.reshape(-1), values.reshape(-1)
+        data = self.collect()
+        states, chunks = data.states, data.records  # chunks (M, H, A)
         with torch.no_grad():
             old_log_p = chunk_log_prob(self.policy, states, chunks)
 
         stats = MinibatchMeans()
         for b in minibatches(len(states), cfg.batch_size, cfg.update_epochs, self.noise.generator):
             log_ratio = chunk_log_prob(self.policy, states[b], chunks[b]) - old_log_p[b]
-            ratio = log_ratio.exp()
-            pg_loss = clipped_surrogate(ratio, normalize_advantages(advantages[b]), cfg.clip_ploss_coef)
-            v_loss = value_loss(self.critic(states[b]).squeeze(-1), returns[b])
-            loss = pg_loss + cfg.vf_coef * v_loss
-            optimizer_step(loss, self.actor_optimizer, self.critic_optimizer,
-                           train_actor=iteration > cfg.critic_warmup_iterations)
-            kl = float(approx_kl(log_ratio))
-            stats.add(pg_loss=pg_loss, value_loss=v_loss, approx_kl=kl, ratio=ratio.mean(),
-                      clip_fraction=clip_fraction(ratio, cfg.clip_ploss_coef))
-            if 0 < cfg.target_kl < kl:
+            pg_loss = clipped_surrogate(log_ratio.exp(), normalize_advantages(data.advantages[b]), cfg.clip_ploss_coef)
+            if self.ppo_step(stats, log_ratio, pg_loss, cfg.clip_ploss_coef, states[b], data.returns[b]):
                 break
 
-        return iteration_metrics(iteration, stats, rollout, self.envs.metrics(), values, returns,
-                                 std=float(self.policy.std().detach().mean()))
-
-    def milestones(self) -> dict[str, int]:
-        """The end of pretraining: the runner scores the pretrained policy there (the score before fine-tuning)."""
-        return {"pretrained": self.config.pretrain_steps}
+        return iteration_metrics(self.step - cfg.pretrain_steps, stats, data.rollout, self.envs.metrics(),
+                                 data.values, data.returns, std=float(self.policy.std().detach().mean()))
 
     @torch.no_grad()
     def act(self, obs: np.ndarray, weight: np.ndarray | None = None) -> np.ndarray:
