@@ -204,7 +204,11 @@ def replay_single(i: int, seed: int) -> tuple[list[np.ndarray], list[float]]:
 def test_stepper_keeps_the_true_last_state_the_clean_action_and_the_cost(mode: str) -> None:
     kwargs = {"autoreset_mode": SAME_STEP} if mode == "same_step" else {}
     stepper = EnvStepper(gym.vector.SyncVectorEnv([pendulum, pendulum], **kwargs), seed=7)
-    steps = [stepper.step(lambda obs, a=a: a) for a in ACTIONS]
+    steps, dones = [], []
+    for a in ACTIONS:
+        steps.append(stepper.step(lambda obs, a=a: a))
+        dones.append(stepper.last_done.tolist())
+    assert dones == [[False, False]] * 4 + [[True, True]]  # the time limit ends both episodes on step 5
     for i in range(2):
         true_obs, rewards = replay_single(i, seed=7)
         for t, s in enumerate(steps):
@@ -232,8 +236,12 @@ def test_stepper_stores_a_true_termination_as_terminal() -> None:
         return TerminateAt(gym.make("Pendulum-v1", max_episode_steps=50), k=3)
 
     stepper = EnvStepper(gym.vector.SyncVectorEnv([make], autoreset_mode=SAME_STEP), seed=0)
-    flags = [stepper.step(lambda obs: np.zeros((1, 1), np.float32)).terminated[0] for _ in range(7)]
+    flags, dones = [], []
+    for _ in range(7):
+        flags.append(stepper.step(lambda obs: np.zeros((1, 1), np.float32)).terminated[0])
+        dones.append(bool(stepper.last_done[0]))
     assert flags == [0, 0, 1, 0, 0, 1, 0]
+    assert dones == [bool(f) for f in flags]
     assert stepper.episodes == 2 and "train_episode_cost" not in stepper.metrics()  # no cost reported: none shown
 
 

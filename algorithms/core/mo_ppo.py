@@ -225,16 +225,6 @@ def linear_lr(lr: float, iteration: int, total: int) -> float:
 # --- rollouts ---------------------------------------------------------------------------------------------------------
 
 
-class _Stepper(EnvStepper):
-    """An EnvStepper that also keeps which environments ended an episode (terminated or truncated) on its last step."""
-
-    last_done: np.ndarray | None = None
-
-    def _record(self, rew: np.ndarray, cost: np.ndarray, done: np.ndarray, valid: np.ndarray) -> None:
-        self.last_done = done & valid
-        super()._record(rew, cost, done, valid)
-
-
 @dataclass
 class MORollout:
     """T steps in each of N environments; observations normalized as the policy saw them."""
@@ -257,7 +247,7 @@ class MOEnvs:
     def __init__(self, ctx: AlgoContext, n: int, seed: int, algo: str) -> None:
         if ctx.make_envs is None:
             raise CtrlbenchError(f"{algo} trains online and the task provides no training environments")
-        self.stepper = _Stepper(ctx.make_envs(n), seed)
+        self.stepper = EnvStepper(ctx.make_envs(n), seed)
         if not self.stepper.same_step:
             raise CtrlbenchError(f"{algo} needs training environments built with autoreset_mode=SAME_STEP")
         self.n, self.reward_dim = n, ctx.reward_dim
@@ -291,7 +281,7 @@ class MOEnvs:
             env_action = np.clip(action.cpu().numpy(), self.low, self.high)
             tr = self.stepper.step(lambda _obs, a=env_action: a)
             done = self.stepper.last_done
-            assert done is not None and len(tr.rew) == self.n
+            assert len(tr.rew) == self.n  # SAME_STEP autoreset: every env steps every call
             raw = np.asarray(tr.rew, np.float64).reshape(self.n, self.reward_dim)
             if cfg.ob_rms:  # what the vector env returned: the next states, a reset's where an episode ended
                 learner.ob_rms.update(self.stepper.obs)

@@ -74,6 +74,7 @@ class EnvStepper:
         self.action_dtype = envs.single_action_space.dtype
         self.obs: np.ndarray | None = None  # current observations; None until the first (lazy) reset
         self._resetting = np.zeros(self.n, dtype=bool)  # NEXT_STEP: envs whose next step is a reset
+        self.last_done = np.zeros(self.n, dtype=bool)  # envs whose episode ended (terminated or truncated) last step
         # statistics (kept in checkpoints)
         self.env_steps = 0  # environment steps taken (n per call)
         self.episodes = 0  # finished training episodes
@@ -131,6 +132,7 @@ class EnvStepper:
         self.has_cost = self.has_cost or bool(has_cost.any())
         valid = ~self._resetting  # NEXT_STEP: rows of envs that only reset this call are not transitions
         self.obs = next_obs
+        self.last_done = (terminated | truncated) & valid
         self._record(rew, cost, terminated | truncated, valid)
         self._resetting = np.zeros(self.n, dtype=bool) if self.same_step else terminated | truncated
         return Transitions(obs[valid], act[valid], rew[valid], stored_next[valid],
