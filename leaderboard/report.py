@@ -40,7 +40,8 @@ def write_leaderboard(results_dir: str | Path, out_dir: str | Path, algos: Seque
     safe_runs = safe_runs_frame(selected)  # safe tasks have their own table: reward counts only within budget
     records = [r for r in selected if not is_safe_record(r)]
     runs = runs_frame(records)
-    markdown = markdown_table(runs, reps=reps) if records or safe_runs.empty else ""
+    aggregate = aggregate_stats(runs, reps=reps) if not runs.empty else None  # once: the tables and figures share it
+    markdown = markdown_table(runs, reps=reps, aggregate=aggregate) if records or safe_runs.empty else ""
     if not safe_runs.empty:
         markdown = "\n\n".join(part for part in (markdown, safe_markdown(safe_runs)) if part)
     mo_markdown, mo_files = mo_report(selected, out, plots)  # multi-objective tasks: fronts, HV and EUM tables
@@ -59,7 +60,7 @@ def write_leaderboard(results_dir: str | Path, out_dir: str | Path, algos: Seque
     if runs.empty:
         return report
     per_task = per_task_stats(runs)
-    aggregate = aggregate_stats(runs, reps=reps)
+    assert aggregate is not None
     improvement = improvement_matrix(runs)
     for name, frame in (("runs", runs), ("per_task", per_task), ("aggregate", aggregate)):
         text(f"{name}.csv", frame.to_csv(index=False))

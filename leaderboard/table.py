@@ -128,7 +128,9 @@ def improvement_matrix(df: pd.DataFrame) -> pd.DataFrame:
                          for a in algos], index=algos, columns=algos)
 
 
-def markdown_table(df: pd.DataFrame, reps: int = 2000) -> str:
+def markdown_table(df: pd.DataFrame, reps: int = 2000, aggregate: pd.DataFrame | None = None) -> str:
+    """The per-task table by family, then the aggregates (`aggregate`: `aggregate_stats(df)` when the caller has
+    it already, since its bootstrap is the slow part)."""
     if df.empty:
         return "_no result records yet: run `ctrlbench run ...` first_"
     stats = per_task_stats(df)
@@ -146,7 +148,7 @@ def markdown_table(df: pd.DataFrame, reps: int = 2000) -> str:
         out.append("")
     # ddof 0 as in the papers' tables (CORL, TD3+BC); `ctrlbench beats` and `check` use ddof 1, so say which.
     out.append("Final normalized score (100 = expert, 0 = random): mean ± std over seeds (ddof 0; number of seeds).")
-    agg = aggregate_stats(df, reps=reps)
+    agg = aggregate_stats(df, reps=reps) if aggregate is None else aggregate
     if len(df["task"].unique()) > 1 and not agg.empty:
         out += ["", "| algorithm | mean | median | IQM | optimality gap |", "|---|---|---|---|---|"]
         for r in agg.sort_values("iqm", ascending=False).itertuples():
