@@ -49,7 +49,22 @@ def test_leaderboard_puts_safe_tasks_in_their_own_table(tmp_path: Path) -> None:
     for r in RECORDS:
         (runs / f"{r['algorithm']}_{r['seed']}.json").write_text(json.dumps(r))
     report = write_leaderboard(tmp_path, tmp_path / "out", plots=False, reps=10)
-    assert "**safe**" in report.markdown and "~~0.85~~ / **8.75** (2)" in report.markdown
+    assert "**safe (online)**" in report.markdown and "~~0.85~~ / **8.75** (2)" in report.markdown
     assert "| sac_lag | 0.45 / 1.00 (2) | 0.45 | 50% |" in report.markdown
     assert "Final normalized score" not in report.markdown  # no reward-only table of the safe runs
     assert (tmp_path / "out" / "safe_per_task.csv").exists()
+
+
+def test_online_and_offline_safe_tasks_get_a_table_and_headline_each(tmp_path: Path) -> None:
+    offline = safe_record("bc_safe", "offline-hopper-velocity-k40-v0", 0, 30.0, 20.0)
+    offline["task_kind"] = offline["metrics"]["kind"] = "offline-safe"
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    for i, r in enumerate([*RECORDS, offline]):
+        (runs / f"{i}.json").write_text(json.dumps(r))
+    markdown = write_leaderboard(tmp_path, tmp_path / "out", plots=False, reps=10).markdown
+    assert markdown.count("**offline-safe**") == 1 and markdown.count("**safe (online)**") == 1
+    offline_part, online_part = markdown.split("**safe (online)**")
+    assert "| bc_safe | 0.30 / 0.50 (1) | 0.30 | 100% |" in offline_part  # not halved by the online task
+    assert "sac_lag" not in offline_part and "bc_safe" not in online_part
+    assert "| sac_lag | 0.45 / 1.00 (2) | 0.45 | 50% |" in online_part
