@@ -77,7 +77,6 @@ from algorithms.core.ppo import (
     EMA,
     MinibatchMeans,
     RandomStream,
-    clipped_surrogate,
     iteration_metrics,
     minibatches,
     normalize_advantages,
@@ -243,8 +242,7 @@ class DPPO(ChunkFinetuner):
             b, i = idx // k_ft, idx % k_ft  # the decision and its fine-tuned denoising step
             log_ratio = self.chain_log_prob(states[b], chains[b, i], chains[b, i + 1], i) - old_log_p[b, i]
             adv = normalize_advantages(data.advantages[b]) * cfg.gamma_denoising ** (k_ft - 1 - i).float()
-            pg_loss = clipped_surrogate(log_ratio.exp(), adv, self.clip_eps[i])
-            if self.ppo_step(stats, log_ratio, pg_loss, self.clip_eps[i], states[b], data.returns[b]):
+            if self.ppo_step(stats, log_ratio, adv, self.clip_eps[i], states[b], data.returns[b]):
                 break
 
         return iteration_metrics(self.step - cfg.pretrain_steps, stats, data.rollout, self.envs.metrics(),

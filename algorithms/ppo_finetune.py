@@ -52,7 +52,6 @@ from algorithms.core.nets import ResidualMLP, adam, mlp
 from algorithms.core.ppo import (
     EMA,
     MinibatchMeans,
-    clipped_surrogate,
     iteration_metrics,
     minibatches,
     normalize_advantages,
@@ -192,8 +191,8 @@ class GaussianPPO(ChunkFinetuner):
         stats = MinibatchMeans()
         for b in minibatches(len(states), cfg.batch_size, cfg.update_epochs, self.noise.generator):
             log_ratio = chunk_log_prob(self.policy, states[b], chunks[b]) - old_log_p[b]
-            pg_loss = clipped_surrogate(log_ratio.exp(), normalize_advantages(data.advantages[b]), cfg.clip_ploss_coef)
-            if self.ppo_step(stats, log_ratio, pg_loss, cfg.clip_ploss_coef, states[b], data.returns[b]):
+            adv = normalize_advantages(data.advantages[b])
+            if self.ppo_step(stats, log_ratio, adv, cfg.clip_ploss_coef, states[b], data.returns[b]):
                 break
 
         return iteration_metrics(self.step - cfg.pretrain_steps, stats, data.rollout, self.envs.metrics(),

@@ -34,6 +34,7 @@ from algorithms.core.ppo import (
     RunningRewardScaler,
     approx_kl,
     clip_fraction,
+    clipped_surrogate,
     collect_rollout,
     estimate_advantages,
     optimizer_step,
@@ -136,15 +137,17 @@ class ChunkFinetuner(Algorithm):
         return FinetuneRollout(rollout, rollout.obs.reshape(-1, rollout.obs.shape[-1]), rollout.records.flatten(0, 1),
                                advantages.reshape(-1), returns.reshape(-1), values.reshape(-1))
 
-    def ppo_step(self, stats: MinibatchMeans, log_ratio: torch.Tensor, pg_loss: torch.Tensor,
+    def ppo_step(self, stats: MinibatchMeans, log_ratio: torch.Tensor, advantages: torch.Tensor,
                  clip: torch.Tensor | float, states: torch.Tensor, returns: torch.Tensor) -> bool:
-        """One minibatch step on L = L_pg + vf_coef L_V (the actor only after the critic warm-up iterations); records
-        the minibatch's statistics and returns True once approx-KL exceeds `target_kl` (the iteration stops)."""
+        """One minibatch step on L = L_pg + vf_coef L_V, L_pg the clipped surrogate of r = exp(log_ratio) on the
+        (normalized) advantages (the actor only after the critic warm-up iterations); records the minibatch's
+        statistics and returns True once approx-KL exceeds `target_kl` (the iteration stops)."""
         cfg = self.config
+        ratio = log_ratio.exp()
+        pg_loss = clipped_surrogate(ratio, advantages, clip)
         v_loss = value_loss(self.critic(states).squeeze(-1), returns)
         optimizer_step(pg_loss + cfg.vf_coef * v_loss, self.actor_optimizer, self.critic_optimizer,
                        train_actor=self.step - cfg.pretrain_steps > cfg.critic_warmup_iterations)
-        ratio = log_ratio.detach().exp()
         kl = float(approx_kl(log_ratio))
         stats.add(pg_loss=pg_loss, value_loss=v_loss, approx_kl=kl, ratio=ratio.mean(),
                   clip_fraction=clip_fraction(ratio, clip))
