@@ -329,8 +329,9 @@ def _record_failure(req: RunRequest, p: Prepared, e: Exception, attempt: _Attemp
     return None
 
 
-def _train_and_record(req: RunRequest, p: Prepared, out: Path, log: Callable[[str], None],
-                      attempt: _Attempt) -> dict[str, Any]:
+def build_algorithm(req: RunRequest, p: Prepared) -> tuple[Algorithm, AlgoContext]:
+    """The run's algorithm, freshly initialized from its seed, and its context (dataset, spaces, training envs):
+    what a run trains, and what a probe loads a checkpoint's `state["algorithm"]` into."""
     device = resolve_device(req.device)
     if req.threads is not None:
         torch.set_num_threads(req.threads)
@@ -338,7 +339,6 @@ def _train_and_record(req: RunRequest, p: Prepared, out: Path, log: Callable[[st
     if p.task.kind == "offline-safe" and dataset.transitions.costs is None:
         raise CtrlbenchError(f"{p.task.id} needs per-step costs and dataset {p.task.dataset_id} has none; rebuild "
                              f"it with `{p.task.build_command} --overwrite`")
-    protocol = protocol_for(p.task, p.ref_min, p.ref_max)
     probe = p.task.make_env()
     obs_space, act_space = probe.observation_space, probe.action_space
     probe.close()
@@ -349,7 +349,13 @@ def _train_and_record(req: RunRequest, p: Prepared, out: Path, log: Callable[[st
                       preference_weights=np.asarray(p.task.preference_weights, dtype=np.float32)
                       if p.task.preference_weights else None, reference_point=tuple(p.task.reference_point))
     ctx.make_envs = make_training_envs(p.task, ctx)
-    algo = p.algo_cls(p.config, ctx)
+    return p.algo_cls(p.config, ctx), ctx
+
+
+def _train_and_record(req: RunRequest, p: Prepared, out: Path, log: Callable[[str], None],
+                      attempt: _Attempt) -> dict[str, Any]:
+    protocol = protocol_for(p.task, p.ref_min, p.ref_max)
+    algo, ctx = build_algorithm(req, p)
     updates = updater(algo, req.cuda_graphs)  # a bad --cuda-graphs fails here, before any work; capture waits
 
     ckpt = checkpoint_path(req.checkpoint_dir, p.run_id)
@@ -432,7 +438,7 @@ def _train_and_record(req: RunRequest, p: Prepared, out: Path, log: Callable[[st
         "dataset_metadata": recorded_metadata(p.metadata),
         "packages": package_versions(),
         "git_commit": git_commit(),
-        "device": device_name(device),
+        "device": device_name(ctx.device),
         "torch_threads": torch.get_num_threads(),
         "cuda_graphs": req.cuda_graphs,  # with the device, what the timings below were measured on
         "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),

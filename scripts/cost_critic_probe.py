@@ -1,0 +1,94 @@
+"""Does an online safe method's cost critic match what its own policy costs? A probe on a run's checkpoint.
+
+Loads a SAC-Lag or CAL checkpoint (`$CTRLBENCH_CHECKPOINTS/<run id>.pt`) into the run's algorithm, rolls out its
+policy from the task's reset states, stochastic (as it trains) and deterministic (as it is evaluated), and compares
+the cost critic at the visited (s, a) with the Monte-Carlo discounted cost-to-go of the same episode, over the
+steps t <= --horizon (the tail of a 1000-step episode beyond t = 500 weighs gamma^500 < 0.7% at gamma 0.99). For an
+ensemble the mean and CAL's UCB (mean + k std) are both shown.
+
+    python scripts/cost_critic_probe.py --algo cal --task halfcheetah-velocity-k40-v0 --seed 0 --steps 150000 \\
+        --set utd_ratio=5 --checkpoint ~/.cache/ctrlbench/checkpoints/<run id>.pt
+
+--set must repeat the run's overrides that shape the networks or the critic (CAL's ensemble size, k); the
+checkpoint must be of the same algorithm, task and seed.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+from safe_cost_to_go import discounted_to_go
+
+from algorithms.core.checkpoint import load_checkpoint
+from runners.run import RunRequest, build_algorithm, prepare
+
+
+def rollout(algo, env, seed: int, deterministic: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One episode of the algorithm's policy: states, actions and per-step costs."""
+    obs, _ = env.reset(seed=seed)
+    states, actions, costs = [], [], []
+    done = False
+    while not done:
+        with torch.no_grad():
+            action = algo.sac.act(algo.obs_tensor(obs[None]), deterministic=deterministic).cpu().numpy()[0]
+        states.append(obs)
+        actions.append(action)
+        obs, _, terminated, truncated, info = env.step(action)
+        costs.append(float(info["cost"]))
+        done = terminated or truncated
+    return np.asarray(states, np.float32), np.asarray(actions, np.float32), np.asarray(costs)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--algo", required=True, choices=("sac_lag", "cal"))
+    parser.add_argument("--task", default="halfcheetah-velocity-k40-v0")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--steps", type=int, required=True, help="the run's --steps")
+    parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE", help="the run's overrides")
+    parser.add_argument("--checkpoint", type=Path, required=True)
+    parser.add_argument("--episodes", type=int, default=4)
+    parser.add_argument("--horizon", type=int, default=500)
+    args = parser.parse_args()
+
+    overrides = {k: yaml.safe_load(v) for k, v in (item.split("=", 1) for item in args.set)}
+    req = RunRequest(algo=args.algo, task=args.task, seed=args.seed, steps=args.steps, device="cpu",
+                     config_cli=overrides)
+    p = prepare(req)
+    algo, _ = build_algorithm(req, p)
+    state = load_checkpoint(args.checkpoint)
+    prefix = p.run_id.rsplit("__", 1)[0]  # algo__task__seed; the hash also covers the evaluation protocol
+    if not str(state.get("run_id", "")).startswith(prefix + "__"):
+        raise SystemExit(f"{args.checkpoint} holds run {state.get('run_id')}, not one of {prefix}")
+    algo.load_state_dict(state["algorithm"])
+    gamma = algo.config.discount
+    k = getattr(algo.config, "k", 0.0)
+    print(f"{state['run_id']}: update {algo.step}, {state['env_steps']} env steps, budget d = {algo.budget:.3f}")
+
+    env = p.task.make_env()
+    torch.manual_seed(args.seed)
+    for deterministic in (False, True):
+        q_mean, q_ucb, mc, episode_costs = [], [], [], []
+        for episode in range(args.episodes):
+            states, actions, costs = rollout(algo, env, 10_000 + episode, deterministic)
+            with torch.no_grad():
+                q = algo.cost(torch.as_tensor(states), torch.as_tensor(actions))  # (members, T)
+            n = min(args.horizon + 1, len(costs))
+            std = q.std(dim=0) if q.shape[0] > 1 else torch.zeros_like(q[0])
+            q_mean.append(q.mean(dim=0)[:n].numpy())
+            q_ucb.append((q.mean(dim=0) + k * std)[:n].numpy())
+            mc.append(discounted_to_go(costs, gamma)[:n])
+            episode_costs.append(costs.sum())
+        kind = "deterministic" if deterministic else "stochastic"
+        each = ", ".join(f"{c:.0f}" for c in episode_costs)
+        print(f"{kind:>13}: episode cost {np.mean(episode_costs):.1f} (each: {each}); "
+              f"t <= {args.horizon}: Q_c {np.concatenate(q_mean).mean():.2f}, UCB {np.concatenate(q_ucb).mean():.2f}, "
+              f"Monte-Carlo {np.concatenate(mc).mean():.2f}")
+
+
+if __name__ == "__main__":
+    main()
