@@ -65,7 +65,7 @@ def main() -> None:
     if not str(state.get("run_id", "")).startswith(prefix + "__"):
         raise SystemExit(f"{args.checkpoint} holds run {state.get('run_id')}, not one of {prefix}")
     algo.load_state_dict(state["algorithm"])
-    gamma = algo.config.discount
+    gamma = getattr(algo.config, "cost_discount", algo.config.discount)  # CAL has its own gamma_c
     k = getattr(algo.config, "k", 0.0)
     print(f"{state['run_id']}: update {algo.step}, {state['env_steps']} env steps, budget d = {algo.budget:.3f}")
 
