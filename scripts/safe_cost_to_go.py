@@ -22,10 +22,11 @@ from __future__ import annotations
 import argparse
 
 import gymnasium as gym
-import minari
 import numpy as np
 
 from algorithms.core.lagrangian import discounted_budget
+from algorithms.core.ppo import episode_bounds
+from tasks.datasets import load_transitions
 from tasks.safe_datasets import velocity_dataset_id
 from tasks.velocity_cost import ROBOTS, velocity_cost
 
@@ -71,17 +72,13 @@ def main() -> None:
     args = parser.parse_args()
 
     task = ROBOTS[args.robot]
-    dataset = minari.load_dataset(velocity_dataset_id(args.robot))
-    observations, costs, to_go, episode_costs = [], [], [], []
-    for episode in dataset.iterate_episodes():
-        c = np.asarray(episode.infos["cost"], dtype=np.float64)[: len(episode.rewards)]
-        observations.append(episode.observations[:-1])
-        costs.append(c)
-        to_go.append(discounted_to_go(c, args.gamma))
-        episode_costs.append(np.full(len(c), c.sum()))
-    obs, cost, q, ep_cost = map(np.concatenate, (observations, costs, to_go, episode_costs))
+    data = load_transitions(velocity_dataset_id(args.robot)).transitions
+    obs, cost = data.observations, data.costs.astype(np.float64)
+    bounds = episode_bounds(data.episode_ids)
+    q = np.concatenate([discounted_to_go(cost[begin:end], args.gamma) for begin, end in bounds])
+    _, episode_of = np.unique(data.episode_ids, return_inverse=True)
+    within = data.episode_costs()[episode_of] <= args.kappa  # each state: is its episode within the budget?
     budget = discounted_budget(args.kappa, args.gamma, args.episode_len)
-    within = ep_cost <= args.kappa
     print(f"{velocity_dataset_id(args.robot)}: {len(cost)} transitions, kappa {args.kappa:g}, d = {budget:.3f}")
     print(f"behaviour cost-to-go, mean over states: all {q.mean():.2f}, episodes within kappa {q[within].mean():.2f} "
           f"({within.mean():.0%} of states), the rest {q[~within].mean():.2f}")
