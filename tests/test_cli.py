@@ -35,7 +35,7 @@ def records(results: Path) -> list[dict]:
 
 EXTRA = {"spot": ("--vae-steps", "10"),  # reach the TD3 phase inside the tiny budget
          "sac": ("--learning-starts", "10", "--batch-size", "8"),  # reach gradient steps inside it
-         "sac_lag": ("--learning-starts", "10", "--batch-size", "8"),
+         **dict.fromkeys(("sac_lag", "sac_lag_epcost"), ("--learning-starts", "10", "--batch-size", "8")),
          "cal": ("--learning-starts", "10", "--batch-size", "8", "--utd-ratio", "1"),
          "h2o": ("--initial-sim-steps", "20"), "h2o_naive_mix": ("--initial-sim-steps", "20"),
          "bcq_lag": ("--batch-size", "64"), "cpq": ("--batch-size", "64"),  # OSRL's 512 x 10 samples: slow here

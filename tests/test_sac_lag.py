@@ -23,7 +23,7 @@ from algorithms.core.lagrangian import (
 from algorithms.core.nets import EnsembleQ
 from algorithms.core.registry import get_algorithm
 from algorithms.core.threads import torch_threads
-from algorithms.sac_lag import SACLag, SACLagConfig, lagrangian_term
+from algorithms.sac_lag import SACLag, SACLagConfig, SACLagEpCost, lagrangian_term
 from tests.algo_helpers import io_round_trip
 
 SAME_STEP = gym.vector.AutoresetMode.SAME_STEP
@@ -218,3 +218,43 @@ def test_tiny_run_stores_costs_trains_and_round_trips() -> None:
         torch.testing.assert_close(x, y)
     with torch_threads(1):
         assert math.isfinite(float(fresh.update()["cost_critic_loss"]))  # trains on after the resume
+
+
+# --- SAC-Lag with OmniSafe's dual signal (the training episodes' cost) ------------------------------------------------
+
+def test_epcost_dual_reads_the_recent_training_episodes_against_kappa() -> None:
+    torch.manual_seed(0)
+    cfg = SACLagConfig(hidden=(16, 16), batch_size=4, buffer_size=16, lambda_init=1.0, lambda_lr=0.1)
+    algo = SACLagEpCost(cfg, smoke_context(cost_limit=20.0))
+    batch = cost_batch()
+    batch = Batch(torch.randn(3, 3), torch.rand(3, 1), batch.rewards, torch.randn(3, 3), batch.dones, batch.costs)
+    assert algo.dual_signal(batch) is None  # no episode has finished: no dual step
+    metrics = algo.gradient_step(batch)
+    assert metrics["lambda"].item() == 1.0 and "lambda_loss" not in metrics and "cost_critic_loss" in metrics
+    algo.stepper.recent.extend([(0.0, 30.0, 200), (0.0, 50.0, 200)])  # mean cost 40 > kappa 20: lambda grows
+    estimate, budget = algo.dual_signal(batch)
+    assert estimate.item() == 40.0 and budget == 20.0  # undiscounted, against kappa itself (not d)
+    metrics = algo.gradient_step(batch)
+    assert metrics["cost_estimate"].item() == 40.0 and metrics["lambda"].item() > 1.0
+    algo.stepper.recent.extend([(0.0, 0.0, 200)] * 10)  # the window holds the last 10: mean 0 < kappa
+    lam = algo.lagrange.value.item()
+    algo.gradient_step(batch)
+    assert algo.lagrange.value.item() < lam
+    # the critic's signal of `sac_lag` on the same state: its own estimate, against d
+    plain = SACLag(cfg, smoke_context(cost_limit=20.0))
+    estimate, budget = plain.dual_signal(batch)
+    assert budget == pytest.approx(discounted_budget(20.0, 0.99, 200))
+    torch.testing.assert_close(estimate, plain.cost(batch.observations, batch.actions).mean())
+
+
+def test_epcost_is_registered_and_runs() -> None:
+    assert get_algorithm("sac_lag_epcost") is SACLagEpCost and SACLagEpCost.kinds == ("safe",)
+    with torch_threads(1):
+        torch.manual_seed(0)
+        algo = SACLagEpCost(SACLagConfig(learning_starts=20, batch_size=8, hidden=(16, 16), buffer_size=500,
+                                         n_envs=2), smoke_context())
+        for _ in range(205):  # each of the 2 envs has finished its first episode of 200 steps
+            metrics = algo.update()
+    assert algo.stepper.episodes == 2
+    assert metrics["cost_estimate"].item() == pytest.approx(algo.stepper.recent_episode_cost())
+    assert metrics["cost_budget"] == 20.0 and math.isfinite(float(metrics["lambda"]))

@@ -168,10 +168,14 @@ class EnvStepper:
             out["train_episode_length"] = float(np.mean([n for _, _, n in self.recent]))
             out["train_episodes"] = float(self.episodes)
             if self.has_cost:
-                out["train_episode_cost"] = float(np.mean([c for _, c, _ in self.recent]))
+                out["train_episode_cost"] = self.recent_episode_cost()
         if self.has_cost:
             out["train_cost_total"] = self.total_cost
         return out
+
+    def recent_episode_cost(self) -> float | None:
+        """The mean undiscounted cost of the last `window` finished training episodes; None before the first."""
+        return float(np.mean([c for _, c, _ in self.recent])) if self.recent else None
 
     def state_dict(self) -> dict[str, Any]:
         return {"env_steps": self.env_steps, "episodes": self.episodes, "total_cost": self.total_cost,
