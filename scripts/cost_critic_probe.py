@@ -45,7 +45,7 @@ def rollout(algo, env, seed: int, deterministic: bool) -> tuple[np.ndarray, np.n
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--algo", required=True, choices=("sac_lag", "cal"))
+    parser.add_argument("--algo", required=True, choices=("sac_lag", "sac_lag_epcost", "cal"))
     parser.add_argument("--task", default="halfcheetah-velocity-k40-v0")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--steps", type=int, required=True, help="the run's --steps")
