@@ -12,9 +12,10 @@ This script measures, for a built velocity dataset:
               over --candidates random constant actions and the zero action, an upper bound on what the best
               policy must pay from there
 The data-averaged floor (share of costly states x the braking cost) against d says how much of the budget is spent
-before the policy chooses anything.
+before the policy chooses anything. --max-episode-cost C measures the same on the episodes costing at most C alone
+(DSRL's velocity datasets hold episodes of cost 0-250 for HalfCheetah; reference A2).
 
-    python scripts/safe_cost_to_go.py --robot halfcheetah --kappa 40
+    python scripts/safe_cost_to_go.py --robot halfcheetah --kappa 40 [--max-episode-cost 250]
 """
 
 from __future__ import annotations
@@ -69,6 +70,8 @@ def main() -> None:
     parser.add_argument("--candidates", type=int, default=32, help="random constant actions tried per state")
     parser.add_argument("--horizon", type=int, default=200, help="steps simulated per braking try")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--max-episode-cost", type=float, default=None,
+                        help="keep only the episodes costing at most this (DSRL's velocity data: 250 for HalfCheetah)")
     args = parser.parse_args()
 
     task = ROBOTS[args.robot]
@@ -77,9 +80,14 @@ def main() -> None:
     bounds = episode_bounds(data.episode_ids)
     q = np.concatenate([discounted_to_go(cost[begin:end], args.gamma) for begin, end in bounds])
     _, episode_of = np.unique(data.episode_ids, return_inverse=True)
-    within = data.episode_costs()[episode_of] <= args.kappa  # each state: is its episode within the budget?
+    state_episode_cost = data.episode_costs()[episode_of]
+    if args.max_episode_cost is not None:  # the states of the episodes within the cap, in data order
+        keep = state_episode_cost <= args.max_episode_cost
+        obs, cost, q, state_episode_cost = obs[keep], cost[keep], q[keep], state_episode_cost[keep]
+    within = state_episode_cost <= args.kappa  # each state: is its episode within the budget?
     budget = discounted_budget(args.kappa, args.gamma, args.episode_len)
-    print(f"{velocity_dataset_id(args.robot)}: {len(cost)} transitions, kappa {args.kappa:g}, d = {budget:.3f}")
+    cap = "" if args.max_episode_cost is None else f" (episodes costing <= {args.max_episode_cost:g})"
+    print(f"{velocity_dataset_id(args.robot)}{cap}: {len(cost)} transitions, kappa {args.kappa:g}, d = {budget:.3f}")
     print(f"behaviour cost-to-go, mean over states: all {q.mean():.2f}, episodes within kappa {q[within].mean():.2f} "
           f"({within.mean():.0%} of states), the rest {q[~within].mean():.2f}")
 
