@@ -12,7 +12,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     build.add_argument("env", help="smoke | hopper | halfcheetah | walker2d")
     build.add_argument("--kinds", default="random,medium,expert,medium-replay,medium-expert",
                        help="comma-separated kinds (default: all five), or `velocity`: the cost-labelled dataset of "
-                       "the offline safe tasks (tasks/safe_datasets.py)")
+                       "the offline safe tasks (tasks/safe_datasets.py; `velocity-v0` its first version)")
     build.add_argument("--size", type=int, default=1_000_000,
                        help="transitions for random/medium/expert (default: 1M, as D4RL)")
     build.add_argument("--replay-size", type=int, default=None,
@@ -55,16 +55,17 @@ def _build(args: argparse.Namespace) -> int:
         smoke.build(overwrite=args.overwrite)
         print(f"built {' and '.join(ids)} under {dataset_dir('')}")
         return 0
-    if "velocity" in args.kinds.split(","):
+    kinds = [k.strip() for k in args.kinds.split(",") if k.strip()]
+    if any(k.startswith("velocity") for k in kinds):
         from tasks import safe_datasets
 
-        if args.kinds.strip() != "velocity":
-            raise CtrlbenchError("build the cost-labelled dataset on its own: --kinds velocity")
-        print(f"built {safe_datasets.build(args.env, seed=args.seed, overwrite=args.overwrite)}")
+        if len(kinds) != 1:
+            raise CtrlbenchError("build a cost-labelled dataset on its own: --kinds velocity (or velocity-v0)")
+        version = safe_datasets.version_of_kind(kinds[0])
+        print(f"built {safe_datasets.build(args.env, seed=args.seed, overwrite=args.overwrite, version=version)}")
         return 0
     from tasks.factory import build
 
-    kinds = [k.strip() for k in args.kinds.split(",") if k.strip()]
     build(args.env, kinds, size=args.size, seed=args.seed, overwrite=args.overwrite, replay_size=args.replay_size)
     return 0
 

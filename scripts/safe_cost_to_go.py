@@ -15,7 +15,7 @@ The data-averaged floor (share of costly states x the braking cost) against d sa
 before the policy chooses anything. --max-episode-cost C measures the same on the episodes costing at most C alone
 (DSRL's velocity datasets hold episodes of cost 0-250 for HalfCheetah; reference A2).
 
-    python scripts/safe_cost_to_go.py --robot halfcheetah --kappa 40 [--max-episode-cost 250]
+    python scripts/safe_cost_to_go.py --robot halfcheetah --kappa 40 [--version 0] [--max-episode-cost 250]
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ import numpy as np
 from algorithms.core.lagrangian import discounted_budget
 from algorithms.core.ppo import episode_bounds
 from tasks.datasets import load_transitions
-from tasks.safe_datasets import velocity_dataset_id
+from tasks.safe_datasets import LATEST, velocity_dataset_id
 from tasks.velocity_cost import ROBOTS, velocity_cost
 
 # robots whose observation is (qpos without x, qvel), so that a data state can be restored exactly up to x
@@ -70,12 +70,14 @@ def main() -> None:
     parser.add_argument("--candidates", type=int, default=32, help="random constant actions tried per state")
     parser.add_argument("--horizon", type=int, default=200, help="steps simulated per braking try")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--version", type=int, default=LATEST, help="the velocity dataset's version (default: latest)")
     parser.add_argument("--max-episode-cost", type=float, default=None,
                         help="keep only the episodes costing at most this (DSRL's velocity data: 250 for HalfCheetah)")
     args = parser.parse_args()
 
     task = ROBOTS[args.robot]
-    data = load_transitions(velocity_dataset_id(args.robot)).transitions
+    did = velocity_dataset_id(args.robot, args.version)
+    data = load_transitions(did).transitions
     obs, cost = data.observations, data.costs.astype(np.float64)
     bounds = episode_bounds(data.episode_ids)
     q = np.concatenate([discounted_to_go(cost[begin:end], args.gamma) for begin, end in bounds])
@@ -87,7 +89,7 @@ def main() -> None:
     within = state_episode_cost <= args.kappa  # each state: is its episode within the budget?
     budget = discounted_budget(args.kappa, args.gamma, args.episode_len)
     cap = "" if args.max_episode_cost is None else f" (episodes costing <= {args.max_episode_cost:g})"
-    print(f"{velocity_dataset_id(args.robot)}{cap}: {len(cost)} transitions, kappa {args.kappa:g}, d = {budget:.3f}")
+    print(f"{did}{cap}: {len(cost)} transitions, kappa {args.kappa:g}, d = {budget:.3f}")
     print(f"behaviour cost-to-go, mean over states: all {q.mean():.2f}, episodes within kappa {q[within].mean():.2f} "
           f"({within.mean():.0%} of states), the rest {q[~within].mean():.2f}")
 

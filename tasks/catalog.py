@@ -26,17 +26,20 @@ from tasks.envs import DYNAMICS_GAP_ID, PENDULUM_COST_ID, VELOCITY_ID, suite_env
 from tasks.locomotion import ENVS, KINDS, dataset_id, task_id
 from tasks.mo_tasks import mo_tasks
 from tasks.protocol import check_budget
-from tasks.safe_datasets import velocity_dataset_id
+from tasks.safe_datasets import LATEST as LATEST_VELOCITY
+from tasks.safe_datasets import RECIPES as VELOCITY_RECIPES
+from tasks.safe_datasets import velocity_build_kind, velocity_dataset_id
 from tasks.spec import TaskSpec
 from tasks.velocity_cost import CORE_ROBOTS, COST_BUDGETS, ROBOTS
 
+VELOCITY_VERSIONS = tuple(VELOCITY_RECIPES)
 SIM_TO_REAL_GAPS = ("gravity2x", "friction0.3x", "jointnoise1.0")  # H2O's three gaps (paper, README)
 SIM_TO_REAL_KINDS = ("medium", "medium-replay", "medium-expert")  # H2O's real datasets
 # DSRL's (r_min, r_max) of its velocity datasets (dsrl/infos.py): the safe tasks' reward normalization
 DSRL_REWARD_RANGE = {"hopper": (37.05, 1911.40), "halfcheetah": (5.75, 2806.93), "walker2d": (18.67, 3418.22),
                      "ant": (6.15, 2976.28), "swimmer": (0.071, 238.96)}
 _VELOCITY_ID = re.compile(r"(?P<robot>[a-z0-9]+)-velocity-k(?P<kappa>[^-]+|-[^-]+)-v0")
-_OFFLINE_VELOCITY_ID = re.compile(r"offline-(?P<robot>[a-z0-9]+)-velocity-k(?P<kappa>[^-]+|-[^-]+)-v0")
+_OFFLINE_VELOCITY_ID = re.compile(r"offline-(?P<robot>[a-z0-9]+)-velocity-k(?P<kappa>[^-]+|-[^-]+)-v(?P<v>[0-9]+)")
 _SIM_TO_REAL_ID = re.compile(rf"(?P<env>{'|'.join(ENVS)})-(?P<gap>.+?)-(?P<kind>{'|'.join(SIM_TO_REAL_KINDS)})-v0")
 
 
@@ -82,18 +85,20 @@ def _budget(text: str) -> float:
         raise CtrlbenchError(f"cannot read the cost budget {text!r} as a number") from None
 
 
-def offline_velocity_task(robot: str, kappa: float) -> TaskSpec:
-    """The velocity task learned from the factory's cost-labelled dataset of the robot (tasks/safe_datasets.py):
-    rewards normalized with the dataset's own episode reward range (DSRL's MIN/MAX_EPISODE_REWARD, taken from its
-    metadata), costs with kappa."""
+def offline_velocity_task(robot: str, kappa: float, version: int = LATEST_VELOCITY) -> TaskSpec:
+    """The velocity task learned from version `version` of the factory's cost-labelled dataset of the robot
+    (tasks/safe_datasets.py; the task id ends in the dataset's version): rewards normalized with the dataset's own
+    episode reward range (DSRL's MIN/MAX_EPISODE_REWARD, taken from its metadata), costs with kappa."""
     if robot not in ENVS:
         raise CtrlbenchError(f"no cost-labelled dataset for {robot!r} (no committed behavior policies); "
                              f"known: {', '.join(ENVS)}")
     online = velocity_task(robot, kappa)
+    did = velocity_dataset_id(robot, version)
     return dataclasses.replace(
-        online, id=f"offline-{online.id}", dataset_id=velocity_dataset_id(robot), kind="offline-safe",
-        ref_min_score=None, ref_max_score=None, build_command=f"ctrlbench datasets build {robot} --kinds velocity",
-        description=f"{online.description}; learned offline from the cost-labelled dataset")
+        online, id=f"offline-{online.id.removesuffix('-v0')}-v{version}", dataset_id=did, kind="offline-safe",
+        ref_min_score=None, ref_max_score=None,
+        build_command=f"ctrlbench datasets build {robot} --kinds {velocity_build_kind(version)}",
+        description=f"{online.description}; learned offline from the cost-labelled dataset {did}")
 
 
 def task_from_id(task_id: str) -> TaskSpec | None:
@@ -105,7 +110,7 @@ def task_from_id(task_id: str) -> TaskSpec | None:
         elif (match := _VELOCITY_ID.fullmatch(task_id)) is not None:
             task = velocity_task(match["robot"], _budget(match["kappa"]))
         elif (match := _OFFLINE_VELOCITY_ID.fullmatch(task_id)) is not None:
-            task = offline_velocity_task(match["robot"], _budget(match["kappa"]))
+            task = offline_velocity_task(match["robot"], _budget(match["kappa"]), int(match["v"]))
         else:
             return None
     except CtrlbenchError as e:
@@ -146,7 +151,8 @@ def builtin_tasks() -> list[TaskSpec]:
     tasks += [sim_to_real_task(env, gap, kind)
               for env in ENVS for gap in SIM_TO_REAL_GAPS for kind in SIM_TO_REAL_KINDS]
     tasks += [velocity_task(robot, kappa) for robot in CORE_ROBOTS for kappa in COST_BUDGETS]
-    tasks += [offline_velocity_task(robot, kappa) for robot in ENVS for kappa in COST_BUDGETS]
+    tasks += [offline_velocity_task(robot, kappa, version)
+              for robot in ENVS for kappa in COST_BUDGETS for version in VELOCITY_VERSIONS]
     tasks += [finetune_task(env) for env in ENVS]
     tasks += mo_tasks()
     return tasks

@@ -30,6 +30,17 @@ v4 has the same observations and dynamics up to v5's changed defaults, which is 
 the recipe relies on. Deviation from DSRL: a few fixed policies and their scaled versions instead of a budget-swept
 TRPO-Lagrangian learner (~2M transitions from thousands of checkpoints).
 
+Versions. v0 (the recipe above; records in results/safe/) keeps every episode, costs 0-981 on HalfCheetah: 41% of
+its states are faster than the threshold, and from many of them no action avoids paying cost for a while, so the
+offline Q-learning methods' constraint over dataset states spends ~2.5 of the 4.0 discounted budget before the policy
+chooses anything (scripts/safe_cost_to_go.py; docs/safe.md). v1 follows DSRL's cost range: its velocity datasets
+hold episodes of cost 0 to 250 (HalfCheetah, Hopper, Ant), 300 (Walker2d) or 200 (Swimmer) (dsrl/infos.py, DSRL
+Table 7; reference A2), so v1 drops every episode costing more than the robot's DSRL maximum, and adds expert scales
+where HalfCheetah's cost crosses that range (c = 0.52 .. 0.58) so that the kept data spreads over it as DSRL's
+annealed budget sweep does (its learner's budget moves from 250 down to 10). A source whose episodes all cost more
+contributes none (recorded with 0 episodes). On v0's own episodes the cap leaves 8.7% costly states and a floor of
+0.04 (`--max-episode-cost 250`).
+
 Metadata, as DSRL's `dsrl/infos.py`: `ref_min_score` / `ref_max_score` are the minimum and maximum episode reward
 of the data (MIN/MAX_EPISODE_REWARD; the offline safe tasks normalize rewards with them), `cost_min_score` /
 `cost_max_score` the episode cost range, and the recipe with every policy's hash.
@@ -37,6 +48,7 @@ of the data (MIN/MAX_EPISODE_REWARD; the offline safe tasks normalize rewards wi
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -49,13 +61,49 @@ from tasks.factory import BatchPolicy, BehaviorPolicies, collect, sampled_policy
 
 KIND = "velocity"
 SOURCE_STEPS = 10_000  # transitions per source policy
-ACTION_SCALES = (0.5, 0.53, 0.56, 0.6, 0.7, 0.85, 1.0)  # c of expert-c: the factor on the expert's actions
 SKIPPED_SNAPSHOTS = 1 / 3  # the first third of the learner's snapshots (standing still) is left out: see above
-STREAM = 31  # the seed stream of this dataset's episodes (the locomotion kinds use 11-14)
+# the largest episode cost in DSRL's velocity datasets (dsrl/infos.py; reference A2): v1 keeps the episodes within it
+DSRL_MAX_EPISODE_COST = {"hopper": 250.0, "halfcheetah": 250.0, "walker2d": 300.0, "ant": 250.0, "swimmer": 200.0}
 
 
-def velocity_dataset_id(robot: str) -> str:
-    return f"ctrlbench/{robot}/{KIND}-v0"
+@dataclass(frozen=True)
+class VelocityRecipe:
+    action_scales: tuple[float, ...]  # c of expert-c: the factor on the expert's actions
+    stream: int  # the seed stream of the version's episodes (the locomotion kinds use 11-14)
+    dsrl_cost_cap: bool  # drop the episodes costing more than DSRL_MAX_EPISODE_COST[robot]
+
+
+RECIPES = {0: VelocityRecipe((0.5, 0.53, 0.56, 0.6, 0.7, 0.85, 1.0), stream=31, dsrl_cost_cap=False),
+           1: VelocityRecipe((0.5, 0.52, 0.53, 0.54, 0.55, 0.56, 0.57, 0.58, 0.6, 0.7, 0.85, 1.0), stream=32,
+                             dsrl_cost_cap=True)}
+LATEST = 1
+
+
+def recipe_of(version: int) -> VelocityRecipe:
+    if version not in RECIPES:
+        raise CtrlbenchError(f"unknown velocity dataset version {version}; known: "
+                             f"{', '.join(f'v{v}' for v in RECIPES)}")
+    return RECIPES[version]
+
+
+def velocity_dataset_id(robot: str, version: int = LATEST) -> str:
+    recipe_of(version)  # a one-line error on an unknown version
+    return f"ctrlbench/{robot}/{KIND}-v{version}"
+
+
+def velocity_build_kind(version: int) -> str:
+    """The `ctrlbench datasets build <robot> --kinds ...` value of a version: `velocity` builds the latest."""
+    recipe_of(version)
+    return KIND if version == LATEST else f"{KIND}-v{version}"
+
+
+def version_of_kind(kind: str) -> int:
+    """The version a `--kinds` value names (`velocity`: the latest, `velocity-v0`: v0), or a one-line error."""
+    for version in RECIPES:
+        if velocity_build_kind(version) == kind:
+            return version
+    raise CtrlbenchError(f"unknown velocity dataset kind {kind!r}; known: "
+                         f"{', '.join(velocity_build_kind(v) for v in RECIPES)}")
 
 
 def make_velocity_env(robot: str):
@@ -69,7 +117,8 @@ def scaled(policy: BatchPolicy, c: float) -> BatchPolicy:
     return lambda obs, rngs: (c * policy(obs, rngs)).astype(np.float32)
 
 
-def sources(robot: str, policies: BehaviorPolicies) -> list[tuple[str, BatchPolicy, dict]]:
+def sources(robot: str, policies: BehaviorPolicies, action_scales: tuple[float, ...]
+            ) -> list[tuple[str, BatchPolicy, dict]]:
     """(name, policy, recipe entry) of every source, in the order the dataset holds them."""
 
     out: list[tuple[str, BatchPolicy, dict]] = []
@@ -78,12 +127,15 @@ def sources(robot: str, policies: BehaviorPolicies) -> list[tuple[str, BatchPoli
         out.append((f"replay-{entry['env_steps']}", sampled_policy(load_actor(policies.folder / entry["file"])),
                     {"policy": f"tasks/policies/{robot}/{entry['file']}", "policy_sha256": entry["sha256"]}))
     expert = sampled_policy(policies.actor("expert"))
-    for c in ACTION_SCALES:
+    for c in action_scales:
         out.append((f"expert-{c:g}", scaled(expert, c), {**policies.recipe("expert"), "action_scale": c}))
     return out
 
 
 def episode_stats(episodes: list[Episode]) -> dict[str, float]:
+    """A source's entry in the metadata: its episodes, their reward mean and cost range."""
+    if not episodes:
+        return {"episodes": 0}
     rewards = np.array([ep.rewards.sum() for ep in episodes])
     costs = np.array([ep.costs.sum() for ep in episodes])
     return {"episodes": len(episodes), "reward_mean": float(rewards.mean()), "cost_mean": float(costs.mean()),
@@ -91,33 +143,44 @@ def episode_stats(episodes: list[Episode]) -> dict[str, float]:
 
 
 def build(robot: str, seed: int = 0, overwrite: bool = False, source_steps: int = SOURCE_STEPS,
-          policies_dir: Path = POLICIES_DIR) -> str:
-    did = velocity_dataset_id(robot)
+          policies_dir: Path = POLICIES_DIR, version: int = LATEST) -> str:
+    recipe_spec = recipe_of(version)
+    did = velocity_dataset_id(robot, version)
     if dataset_exists(did) and not overwrite:
         raise CtrlbenchError(f"dataset {did} already exists; pass --overwrite to rebuild it")
     if source_steps < 1:
         raise CtrlbenchError(f"source_steps must be >= 1, got {source_steps}")
+    cap = DSRL_MAX_EPISODE_COST[robot] if recipe_spec.dsrl_cost_cap else float("inf")
     policies = BehaviorPolicies.load(robot, policies_dir)
     make = make_velocity_env(robot)
     episodes: list[Episode] = []
     recipe: dict[str, dict] = {}
-    for k, (name, policy, entry) in enumerate(sources(robot, policies)):
-        eps = collect(robot, policy, source_steps, seed, STREAM * 1000 + k, make_env=make)
+    for k, (name, policy, entry) in enumerate(sources(robot, policies, recipe_spec.action_scales)):
+        rolled = collect(robot, policy, source_steps, seed, recipe_spec.stream * 1000 + k, make_env=make)
+        eps = [ep for ep in rolled if ep.costs.sum() <= cap]
         episodes += eps
         recipe[name] = {**entry, **episode_stats(eps)}
-        print(f"  {name:14s} {len(eps):4d} episodes  reward {recipe[name]['reward_mean']:8.1f}  "
-              f"cost {recipe[name]['cost_mean']:6.1f} (min {recipe[name]['cost_min']:.0f}, "
-              f"max {recipe[name]['cost_max']:.0f})", flush=True)
+        if recipe_spec.dsrl_cost_cap:  # (v0's metadata, and so its records' ids, stay as they were)
+            recipe[name]["episodes_rolled"] = len(rolled)
+        stats = (f"reward {recipe[name]['reward_mean']:8.1f}  cost {recipe[name]['cost_mean']:6.1f} "
+                 f"(min {recipe[name]['cost_min']:.0f}, max {recipe[name]['cost_max']:.0f})" if eps else "")
+        print(f"  {name:14s} {len(eps):4d} of {len(rolled):3d} episodes  {stats}", flush=True)
+    if not episodes:
+        raise CtrlbenchError(f"no episode of {robot}'s sources costs at most {cap:g}: nothing to write")
     rewards = np.array([ep.rewards.sum() for ep in episodes])
     costs = np.array([ep.costs.sum() for ep in episodes])
     write_minari_dataset(
         did, episodes, make(), eval_env=make(), ref_min_score=float(rewards.min()), ref_max_score=float(rewards.max()),
         algorithm_name="committed SAC snapshots, and the expert with scaled actions, in the velocity-v1 env",
         description=f"ctrlbench cost-labelled {robot} velocity dataset: {len(episodes)} episodes across the "
-                    "reward-cost trade-off (DSRL-style)",
+                    "reward-cost trade-off (DSRL-style)"
+                    + (f", each costing at most {cap:g} (DSRL's range)" if recipe_spec.dsrl_cost_cap else ""),
         extra_metadata={"cost_min_score": float(costs.min()), "cost_max_score": float(costs.max()),
                         "ctrlbench_recipe": {"builder": "tasks.safe_datasets", "robot": robot, "seed": seed,
-                                             "source_steps": source_steps, "sources": recipe}},
+                                             "source_steps": source_steps,
+                                             **({"version": version, "max_episode_cost": cap}
+                                                if recipe_spec.dsrl_cost_cap else {}),
+                                             "sources": recipe}},
         overwrite=overwrite,
     )
     return did

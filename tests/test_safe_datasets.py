@@ -21,10 +21,11 @@ def test_velocity_dataset_stores_costs_and_the_reward_cost_ranges(tmp_path: Path
     monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path / "minari"))
     # random-init stand-in policies rarely pass hopper's 0.7402: a low threshold makes both labels occur
     monkeypatch.setitem(velocity_cost.ROBOTS, "hopper", velocity_cost.ROBOTS["hopper"]._replace(threshold=0.05))
-    did = safe_datasets.build("hopper", source_steps=60, policies_dir=fake_policies(tmp_path / "policies"))
+    did = safe_datasets.build("hopper", source_steps=60, policies_dir=fake_policies(tmp_path / "policies"), version=0)
+    assert did == "ctrlbench/hopper/velocity-v0"
     loaded = load_transitions(did)
     data, meta = loaded.transitions, loaded.metadata
-    n_sources = 2 + len(safe_datasets.ACTION_SCALES)  # the last 2 of 3 snapshots, expert-c
+    n_sources = 2 + len(safe_datasets.RECIPES[0].action_scales)  # the last 2 of 3 snapshots, expert-c
     assert len(data) == 60 * n_sources and data.costs is not None and set(np.unique(data.costs)) <= {0.0, 1.0}
     returns, costs = data.episode_returns(), data.episode_costs()
     assert meta["ref_min_score"] == pytest.approx(returns.min())
@@ -34,8 +35,40 @@ def test_velocity_dataset_stores_costs_and_the_reward_cost_ranges(tmp_path: Path
     assert list(recipe)[:2] == ["replay-150", "replay-200"] and recipe["expert-0.5"]["action_scale"] == 0.5
     assert sum(r["episodes"] for r in recipe.values()) == len(returns)
     assert 0 < data.costs.sum() < len(data)
+    # v0's metadata is what it was before versions existed: its records' run ids hash it
+    assert "version" not in meta["ctrlbench_recipe"] and "episodes_rolled" not in recipe["expert-0.5"]
     with pytest.raises(CtrlbenchError, match="already exists"):
-        safe_datasets.build("hopper", source_steps=30, policies_dir=tmp_path / "policies")
+        safe_datasets.build("hopper", source_steps=30, policies_dir=tmp_path / "policies", version=0)
+
+
+def test_v1_keeps_only_the_episodes_within_dsrls_cost_range(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path / "minari"))
+    monkeypatch.setitem(velocity_cost.ROBOTS, "hopper", velocity_cost.ROBOTS["hopper"]._replace(threshold=0.05))
+    # stand-in policies pay 0-15 an episode here: a cap of 1.5 keeps some episodes of a source and drops others
+    monkeypatch.setitem(safe_datasets.DSRL_MAX_EPISODE_COST, "hopper", 1.5)
+    policies = fake_policies(tmp_path / "policies")
+    did = safe_datasets.build("hopper", source_steps=60, policies_dir=policies)  # the latest version
+    assert did == "ctrlbench/hopper/velocity-v1" and safe_datasets.LATEST == 1
+    loaded = load_transitions(did)
+    costs, meta = loaded.transitions.episode_costs(), loaded.metadata
+    recipe = meta["ctrlbench_recipe"]
+    assert recipe["version"] == 1 and recipe["max_episode_cost"] == 1.5
+    assert costs.max() <= 1.5 and meta["cost_max_score"] == costs.max()
+    kept = sum(r["episodes"] for r in recipe["sources"].values())
+    rolled = sum(r["episodes_rolled"] for r in recipe["sources"].values())
+    assert kept == len(costs) < rolled  # some episodes were over the cap and left out
+    assert list(recipe["sources"])[2:] == [f"expert-{c:g}" for c in safe_datasets.RECIPES[1].action_scales]
+    monkeypatch.setitem(safe_datasets.DSRL_MAX_EPISODE_COST, "hopper", -1.0)
+    with pytest.raises(CtrlbenchError, match="nothing to write"):
+        safe_datasets.build("hopper", source_steps=60, policies_dir=policies, overwrite=True)
+
+
+def test_velocity_versions_name_their_datasets_and_builds() -> None:
+    assert safe_datasets.velocity_dataset_id("walker2d", 0) == "ctrlbench/walker2d/velocity-v0"
+    assert safe_datasets.version_of_kind("velocity") == 1 and safe_datasets.version_of_kind("velocity-v0") == 0
+    for bad in (lambda: safe_datasets.velocity_dataset_id("hopper", 9), lambda: safe_datasets.version_of_kind("vel")):
+        with pytest.raises(CtrlbenchError, match="unknown velocity dataset"):
+            bad()
 
 
 def test_scaled_policy_multiplies_the_action() -> None:
@@ -63,8 +96,14 @@ def test_offline_safe_tasks_name_their_dataset_and_refuse_a_robot_without_one() 
     task = get_task("offline-halfcheetah-velocity-k40-v0")
     assert task.kind == "offline-safe" and task.cost_limit == 40.0
     assert task.dataset_id == "ctrlbench/halfcheetah/velocity-v0" and task.ref_min_score is None
-    assert task.build_command == "ctrlbench datasets build halfcheetah --kinds velocity"
+    assert task.build_command == "ctrlbench datasets build halfcheetah --kinds velocity-v0"
+    latest = get_task("offline-halfcheetah-velocity-k40-v1")
+    assert latest.dataset_id == "ctrlbench/halfcheetah/velocity-v1"
+    assert latest.build_command == "ctrlbench datasets build halfcheetah --kinds velocity"
     assert get_task("offline-walker2d-velocity-k25-v0").cost_limit == 25.0
+    assert get_task("offline-walker2d-velocity-k25-v1").cost_limit == 25.0
+    with pytest.raises(CtrlbenchError, match="unknown velocity dataset version 5"):
+        get_task("offline-hopper-velocity-k40-v5")
     with pytest.raises(CtrlbenchError, match="no cost-labelled dataset for 'ant'"):
         get_task("offline-ant-velocity-k40-v0")
     with pytest.raises(CtrlbenchError, match="cost budget"):
