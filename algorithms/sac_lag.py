@@ -29,11 +29,11 @@ Deviations from the sources, and why:
 - The multiplier is lambda itself, projected onto lambda >= 0 (OmniSafe), not safety-starter's softplus(beta): the
   projection lets lambda return to exactly 0 while the constraint is slack, and is the textbook rule
   lambda <- max(0, lambda + lr (J_c - d)). lambda starts at 0 (OmniSafe's velocity configs: 0.001).
-- lambda steps every gradient step on the cost critic's estimate of J_c (safety-starter), not once per epoch on the
-  mean training episode cost (OmniSafe, which also waits `warmup_epochs` = 100 epochs): an estimate in the critic's
-  discounted units, compared with the converted budget, keeps the dual step inside `update()` at the rate of the
-  primal one. Its lr 3e-4 is the SAC learning rate (safety-starter uses one lr for everything, sac.py:392);
-  OmniSafe's 1e-5 is per epoch and does not carry over.
+- lambda steps every gradient step on the cost critic's estimate of J_c (safety-starter), not on the mean cost of the
+  last 10 training episodes (OmniSafe, also every gradient step, after `warmup_epochs` = 100 epochs of 2000 steps;
+  that signal is `sac_lag_epcost` below): an estimate in the critic's discounted units, compared with the converted
+  budget, reads the current policy's cost without waiting for episodes to end. Its lr 3e-4 is the SAC learning rate
+  (safety-starter uses one lr for everything, sac.py:392); OmniSafe's 1e-5 is sized for its 1M steps.
 - The actor loss is not divided by (1 + lambda) (OmniSafe's SACLag `_loss_pi` does; safety-starter does not).
 - Automatic temperature with log alpha = 0 at the start, learning rates 3e-4, batch 256 and 5000 warm-up steps are
   the SAC core's and algorithms/sac.py's (safety-starter: softplus alpha, lr 1e-3, batch 1024, 1000 warm-up steps),

@@ -56,7 +56,7 @@ def _build(args: argparse.Namespace) -> int:
         print(f"built {' and '.join(ids)} under {dataset_dir('')}")
         return 0
     kinds = [k.strip() for k in args.kinds.split(",") if k.strip()]
-    if any(k.startswith("velocity") for k in kinds):
+    if any(k == "velocity" or k.startswith("velocity-") for k in kinds):
         from tasks import safe_datasets
 
         if len(kinds) != 1:

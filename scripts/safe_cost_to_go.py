@@ -28,7 +28,7 @@ import numpy as np
 from algorithms.core.lagrangian import discounted_budget
 from algorithms.core.ppo import episode_bounds
 from tasks.datasets import load_transitions
-from tasks.safe_datasets import LATEST, velocity_dataset_id
+from tasks.safe_datasets import LATEST, RECIPES, velocity_dataset_id
 from tasks.velocity_cost import ROBOTS, velocity_cost
 
 # robots whose observation is (qpos without x, qvel), so that a data state can be restored exactly up to x
@@ -70,7 +70,8 @@ def main() -> None:
     parser.add_argument("--candidates", type=int, default=32, help="random constant actions tried per state")
     parser.add_argument("--horizon", type=int, default=200, help="steps simulated per braking try")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--version", type=int, default=LATEST, help="the velocity dataset's version (default: latest)")
+    parser.add_argument("--version", type=int, default=LATEST, choices=sorted(RECIPES),
+                        help="the velocity dataset's version (default: the latest)")
     parser.add_argument("--max-episode-cost", type=float, default=None,
                         help="keep only the episodes costing at most this (DSRL's velocity data: 250 for HalfCheetah)")
     args = parser.parse_args()
@@ -86,6 +87,8 @@ def main() -> None:
     if args.max_episode_cost is not None:  # the states of the episodes within the cap, in data order
         keep = state_episode_cost <= args.max_episode_cost
         obs, cost, q, state_episode_cost = obs[keep], cost[keep], q[keep], state_episode_cost[keep]
+        if not len(cost):
+            raise SystemExit(f"no episode of {did} costs at most {args.max_episode_cost:g}")
     within = state_episode_cost <= args.kappa  # each state: is its episode within the budget?
     budget = discounted_budget(args.kappa, args.gamma, args.episode_len)
     cap = "" if args.max_episode_cost is None else f" (episodes costing <= {args.max_episode_cost:g})"

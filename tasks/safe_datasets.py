@@ -7,10 +7,11 @@ env (gymnasium MuJoCo v4 + the cost rule, tasks/velocity_cost.py), so a fresh cl
 without training:
   replay-k    the SAC snapshots of the learner's history (tasks/policies/<robot>/replay) after its first third,
               actions sampled: gaits from a slow trot to the medium speed, mostly over HalfCheetah's threshold
-  expert-c    the expert SAC policy with its sampled actions scaled by c in ACTION_SCALES: weaker torques, a slower
-              gait. HalfCheetah's expert runs at cost 0 at c = 0.5 (return ~2,100), ~30 at c = 0.53, ~175 at
-              c = 0.56, ~735 at c = 0.7 and ~980 at c = 1 (return ~6,000): the scales are dense where the cost
-              crosses the budgets (10-80), so the data has a band across the trade-off as DSRL's budget sweep does.
+  expert-c    the expert SAC policy with its sampled actions scaled by c (RECIPES[version].action_scales): weaker
+              torques, a slower gait. HalfCheetah's expert runs at cost 0 at c = 0.5 (return ~2,100), ~30 at
+              c = 0.53, ~175 at c = 0.56, ~735 at c = 0.7 and ~980 at c = 1 (return ~6,000): the scales are dense
+              where the cost crosses the budgets (10-80), so the data has a band across the trade-off as DSRL's
+              budget sweep does.
               A scaled policy is still a policy (a function of the state, plus its own sampling noise), so the safe
               episodes are clonable behavior, as DSRL's safe policies are.
 Why this recipe, measured on HalfCheetah with OSRL's BC (algorithms/bc.py, batch 256, 20k updates, 3 evaluation
@@ -24,7 +25,8 @@ Without c = 0.5 BC-Safe paid cost 70-90: the safe episodes of c = 0.53 and of th
 unsafe gait. Earlier recipes slowed the robots with uniform-random or Gaussian action noise: BC on that data stood
 still (the mean action of noisy data at the standing-still states is about 0), so no uniform-random source either;
 DSRL's data has none.
-Each source contributes `SOURCE_STEPS` transitions (whole episodes, the last one cut to fit and marked truncated),
+Each source rolls `SOURCE_STEPS` transitions (whole episodes, the last one cut to fit and marked truncated; v1 then
+drops the episodes over its cost cap and a cut last one),
 seeded per (seed, source, episode) as the locomotion factory's episodes. The policies were trained on the v5 env;
 v4 has the same observations and dynamics up to v5's changed defaults, which is why speeds, not returns, are what
 the recipe relies on. Deviation from DSRL: a few fixed policies and their scaled versions instead of a budget-swept
@@ -98,9 +100,11 @@ def velocity_build_kind(version: int) -> str:
 
 
 def version_of_kind(kind: str) -> int:
-    """The version a `--kinds` value names (`velocity`: the latest, `velocity-v0`: v0), or a one-line error."""
+    """The version a `--kinds` value names (`velocity`: the latest; `velocity-v<n>`: v<n>), or a one-line error."""
+    if kind == KIND:
+        return LATEST
     for version in RECIPES:
-        if velocity_build_kind(version) == kind:
+        if kind == f"{KIND}-v{version}":
             return version
     raise CtrlbenchError(f"unknown velocity dataset kind {kind!r}; known: "
                          f"{', '.join(velocity_build_kind(v) for v in RECIPES)}")
@@ -142,6 +146,12 @@ def episode_stats(episodes: list[Episode]) -> dict[str, float]:
             "cost_min": float(costs.min()), "cost_max": float(costs.max())}
 
 
+def whole(episode: Episode, horizon: int) -> bool:
+    """Whether an episode ended by itself or at the time limit: `collect` cuts a source's last episode to fit its
+    transition count, and a cost cap must judge whole episodes (a cut piece of a costly gait could pass it)."""
+    return bool(episode.terminations[-1]) or len(episode.rewards) >= horizon
+
+
 def build(robot: str, seed: int = 0, overwrite: bool = False, source_steps: int = SOURCE_STEPS,
           policies_dir: Path = POLICIES_DIR, version: int = LATEST) -> str:
     recipe_spec = recipe_of(version)
@@ -150,14 +160,17 @@ def build(robot: str, seed: int = 0, overwrite: bool = False, source_steps: int 
         raise CtrlbenchError(f"dataset {did} already exists; pass --overwrite to rebuild it")
     if source_steps < 1:
         raise CtrlbenchError(f"source_steps must be >= 1, got {source_steps}")
+    policies = BehaviorPolicies.load(robot, policies_dir)  # a one-line error for a robot without policies
+    if recipe_spec.dsrl_cost_cap and robot not in DSRL_MAX_EPISODE_COST:
+        raise CtrlbenchError(f"no DSRL cost range for {robot!r}; known: {', '.join(DSRL_MAX_EPISODE_COST)}")
     cap = DSRL_MAX_EPISODE_COST[robot] if recipe_spec.dsrl_cost_cap else float("inf")
-    policies = BehaviorPolicies.load(robot, policies_dir)
     make = make_velocity_env(robot)
+    horizon = make().spec.max_episode_steps
     episodes: list[Episode] = []
     recipe: dict[str, dict] = {}
     for k, (name, policy, entry) in enumerate(sources(robot, policies, recipe_spec.action_scales)):
         rolled = collect(robot, policy, source_steps, seed, recipe_spec.stream * 1000 + k, make_env=make)
-        eps = [ep for ep in rolled if ep.costs.sum() <= cap]
+        eps = [ep for ep in rolled if ep.costs.sum() <= cap and (not recipe_spec.dsrl_cost_cap or whole(ep, horizon))]
         episodes += eps
         recipe[name] = {**entry, **episode_stats(eps)}
         if recipe_spec.dsrl_cost_cap:  # (v0's metadata, and so its records' ids, stay as they were)

@@ -258,3 +258,9 @@ def test_epcost_is_registered_and_runs() -> None:
     assert algo.stepper.episodes == 2
     assert metrics["cost_estimate"].item() == pytest.approx(algo.stepper.recent_episode_cost())
     assert metrics["cost_budget"] == 20.0 and math.isfinite(float(metrics["lambda"]))
+    # a resumed run reads the same episodes: the stepper's window travels in the checkpoint
+    fresh = SACLagEpCost(SACLagConfig(learning_starts=20, batch_size=8, hidden=(16, 16), buffer_size=500, n_envs=2),
+                         smoke_context())
+    assert fresh.dual_signal(cost_batch()) is None
+    fresh.load_state_dict(io_round_trip(algo.state_dict()))
+    assert fresh.dual_signal(cost_batch())[0].item() == algo.dual_signal(cost_batch())[0].item()

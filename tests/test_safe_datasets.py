@@ -11,7 +11,7 @@ import pytest
 from algorithms.bc import keep_safe_episodes
 from algorithms.core.errors import CtrlbenchError
 from tasks import safe_datasets, smoke, velocity_cost
-from tasks.datasets import load_transitions, read_metadata
+from tasks.datasets import Episode, load_transitions, read_metadata
 from tasks.envs import pendulum_speed_cost
 from tasks.registry import get_task
 from tests.test_factory import fake_policies
@@ -36,7 +36,10 @@ def test_velocity_dataset_stores_costs_and_the_reward_cost_ranges(tmp_path: Path
     assert sum(r["episodes"] for r in recipe.values()) == len(returns)
     assert 0 < data.costs.sum() < len(data)
     # v0's metadata is what it was before versions existed: its records' run ids hash it
-    assert "version" not in meta["ctrlbench_recipe"] and "episodes_rolled" not in recipe["expert-0.5"]
+    assert set(meta["ctrlbench_recipe"]) == {"builder", "robot", "seed", "source_steps", "sources"}
+    assert set(recipe["replay-150"]) == {"policy", "policy_sha256", "episodes", "reward_mean", "cost_mean",
+                                         "cost_min", "cost_max"}
+    assert set(recipe["expert-0.5"]) == set(recipe["replay-150"]) | {"action_scale", "policy_env_steps"}
     with pytest.raises(CtrlbenchError, match="already exists"):
         safe_datasets.build("hopper", source_steps=30, policies_dir=tmp_path / "policies", version=0)
 
@@ -63,9 +66,24 @@ def test_v1_keeps_only_the_episodes_within_dsrls_cost_range(tmp_path: Path, monk
         safe_datasets.build("hopper", source_steps=60, policies_dir=policies, overwrite=True)
 
 
-def test_velocity_versions_name_their_datasets_and_builds() -> None:
+def test_the_cap_judges_whole_episodes_only() -> None:
+    def episode(length: int, terminated: bool) -> Episode:
+        flags = np.zeros(length, dtype=bool)
+        term, trunc = flags.copy(), flags.copy()
+        (term if terminated else trunc)[-1] = True
+        return Episode(np.zeros((length + 1, 2)), np.zeros((length, 1)), np.zeros(length), term, trunc)
+
+    assert safe_datasets.whole(episode(1000, terminated=False), 1000)  # the time limit
+    assert safe_datasets.whole(episode(40, terminated=True), 1000)  # fell
+    assert not safe_datasets.whole(episode(400, terminated=False), 1000)  # cut by `collect` to fit its count
+
+
+def test_velocity_versions_name_their_datasets_and_builds(tmp_path: Path) -> None:
     assert safe_datasets.velocity_dataset_id("walker2d", 0) == "ctrlbench/walker2d/velocity-v0"
     assert safe_datasets.version_of_kind("velocity") == 1 and safe_datasets.version_of_kind("velocity-v0") == 0
+    assert safe_datasets.version_of_kind("velocity-v1") == 1
+    with pytest.raises(CtrlbenchError, match="no behavior policies"):  # a robot without policies: one line
+        safe_datasets.build("foo", policies_dir=tmp_path)
     for bad in (lambda: safe_datasets.velocity_dataset_id("hopper", 9), lambda: safe_datasets.version_of_kind("vel")):
         with pytest.raises(CtrlbenchError, match="unknown velocity dataset"):
             bad()
