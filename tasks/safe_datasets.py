@@ -101,10 +101,8 @@ def velocity_build_kind(version: int) -> str:
 
 def version_of_kind(kind: str) -> int:
     """The version a `--kinds` value names (`velocity`: the latest; `velocity-v<n>`: v<n>), or a one-line error."""
-    if kind == KIND:
-        return LATEST
     for version in RECIPES:
-        if kind == f"{KIND}-v{version}":
+        if kind in (velocity_build_kind(version), f"{KIND}-v{version}"):
             return version
     raise CtrlbenchError(f"unknown velocity dataset kind {kind!r}; known: "
                          f"{', '.join(velocity_build_kind(v) for v in RECIPES)}")
@@ -165,7 +163,8 @@ def build(robot: str, seed: int = 0, overwrite: bool = False, source_steps: int 
         raise CtrlbenchError(f"no DSRL cost range for {robot!r}; known: {', '.join(DSRL_MAX_EPISODE_COST)}")
     cap = DSRL_MAX_EPISODE_COST[robot] if recipe_spec.dsrl_cost_cap else float("inf")
     make = make_velocity_env(robot)
-    horizon = make().spec.max_episode_steps
+    env = make()  # the dataset's env (written into it below); its time limit tells a whole episode from a cut one
+    horizon = env.spec.max_episode_steps
     episodes: list[Episode] = []
     recipe: dict[str, dict] = {}
     for k, (name, policy, entry) in enumerate(sources(robot, policies, recipe_spec.action_scales)):
@@ -183,7 +182,7 @@ def build(robot: str, seed: int = 0, overwrite: bool = False, source_steps: int 
     rewards = np.array([ep.rewards.sum() for ep in episodes])
     costs = np.array([ep.costs.sum() for ep in episodes])
     write_minari_dataset(
-        did, episodes, make(), eval_env=make(), ref_min_score=float(rewards.min()), ref_max_score=float(rewards.max()),
+        did, episodes, env, eval_env=make(), ref_min_score=float(rewards.min()), ref_max_score=float(rewards.max()),
         algorithm_name="committed SAC snapshots, and the expert with scaled actions, in the velocity-v1 env",
         description=f"ctrlbench cost-labelled {robot} velocity dataset: {len(episodes)} episodes across the "
                     "reward-cost trade-off (DSRL-style)"
