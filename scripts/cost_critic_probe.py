@@ -1,13 +1,19 @@
-"""Does an online safe method's cost critic match what its own policy costs? A probe on a run's checkpoint.
+"""Does a safe method's cost critic match what its own policy costs? A probe on a run's checkpoint.
 
-Loads a SAC-Lag or CAL checkpoint (`$CTRLBENCH_CHECKPOINTS/<run id>.pt`) into the run's algorithm, rolls out its
-policy from the task's reset states, stochastic (as it trains) and deterministic (as it is evaluated), and compares
-the cost critic at the visited (s, a) with the Monte-Carlo discounted cost-to-go of the same episode, over the
-steps t <= --horizon (the tail of a 1000-step episode beyond t = 500 weighs gamma^500 < 0.7% at gamma 0.99). For an
-ensemble the mean and CAL's UCB (mean + k std) are both shown.
+Loads a checkpoint (`$CTRLBENCH_CHECKPOINTS/<run id>.pt`) into the run's algorithm, rolls out its policy from the
+task's reset states and compares the cost critic at the visited (s, a) with the Monte-Carlo discounted cost-to-go of
+the same episode, over the steps t <= --horizon (the tail of a 1000-step episode beyond t = 500 weighs
+gamma^500 < 0.7% at gamma 0.99).
+- Online (SAC-Lag, CAL): the policy stochastic (as it trains) and deterministic (as it is evaluated); for an ensemble
+  the mean and CAL's UCB (mean + k std).
+- Offline (BCQ-Lag, CPQ, OGSRL): the evaluation policy; the reading is the one their actors use, the minimum over the
+  cost networks, in unscaled cost units. Beside it, Q_c(s, pi(s)) averaged over every *dataset* state: what BCQ-Lag's
+  and OGSRL's multipliers hold under d (a batch mean), so a policy can meet it there and still pay on its own states.
 
     python scripts/cost_critic_probe.py --algo cal --task halfcheetah-velocity-k40-v0 --seed 0 --steps 150000 \\
         --set utd_ratio=5 --checkpoint ~/.cache/ctrlbench/checkpoints/<run id>.pt
+    python scripts/cost_critic_probe.py --algo bcq_lag --task offline-halfcheetah-velocity-k40-v1 --seed 0 \\
+        --steps 60000 --set batch_size=256 --checkpoint ~/.cache/ctrlbench/checkpoints/<run id>.pt
 
 --set must repeat the run's overrides that shape the networks or the critic (CAL's ensemble size, k); the
 checkpoint must be of the same algorithm, task and seed.
@@ -25,6 +31,25 @@ from safe_cost_to_go import discounted_to_go
 
 from algorithms.core.checkpoint import load_checkpoint
 from runners.run import RunRequest, build_algorithm, prepare
+from tasks.datasets import load_transitions
+
+ONLINE = ("sac_lag", "sac_lag_epcost", "cal")
+OFFLINE = ("bcq_lag", "cpq", "ogsrl")
+
+
+def policy_action(algo, obs: np.ndarray, deterministic: bool) -> np.ndarray:
+    """The action for one state: an online method's SAC policy, an offline method's evaluation policy."""
+    if hasattr(algo, "sac"):
+        with torch.no_grad():
+            return algo.sac.act(algo.obs_tensor(obs[None]), deterministic=deterministic).cpu().numpy()[0]
+    return algo.act(obs[None])[0]
+
+
+def offline_cost_reading(algo, states: np.ndarray, actions: np.ndarray) -> np.ndarray:
+    """min over the cost networks of Q_c(s, a) (what BCQ-Lag's, CPQ's and OGSRL's actors read), unscaled."""
+    with torch.no_grad():
+        q = algo.cost_critic(algo.obs_tensor(algo.normalizer(states)), torch.as_tensor(actions, device=algo.device))
+    return q.min(dim=0).values.cpu().numpy() / getattr(algo.config, "cost_scale", 1.0)
 
 
 def rollout(algo, env, seed: int, deterministic: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -33,8 +58,7 @@ def rollout(algo, env, seed: int, deterministic: bool) -> tuple[np.ndarray, np.n
     states, actions, costs = [], [], []
     done = False
     while not done:
-        with torch.no_grad():
-            action = algo.sac.act(algo.obs_tensor(obs[None]), deterministic=deterministic).cpu().numpy()[0]
+        action = policy_action(algo, obs, deterministic)
         states.append(obs)
         actions.append(action)
         obs, _, terminated, truncated, info = env.step(action)
@@ -45,7 +69,7 @@ def rollout(algo, env, seed: int, deterministic: bool) -> tuple[np.ndarray, np.n
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--algo", required=True, choices=("sac_lag", "sac_lag_epcost", "cal"))
+    parser.add_argument("--algo", required=True, choices=ONLINE + OFFLINE)
     parser.add_argument("--task", default="halfcheetah-velocity-k40-v0")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--steps", type=int, required=True, help="the run's --steps")
@@ -71,6 +95,9 @@ def main() -> None:
 
     env = p.task.make_env()
     torch.manual_seed(args.seed)
+    if args.algo in OFFLINE:
+        probe_offline(algo, p, env, gamma, args)
+        return
     for deterministic in (False, True):
         q_mean, q_ucb, mc, episode_costs = [], [], [], []
         for episode in range(args.episodes):
@@ -89,6 +116,25 @@ def main() -> None:
               f"t <= {args.horizon}: Q_c {np.concatenate(q_mean).mean():.2f}, UCB {np.concatenate(q_ucb).mean():.2f}, "
               f"Monte-Carlo {np.concatenate(mc).mean():.2f}")
 
+
+def probe_offline(algo, p, env, gamma: float, args: argparse.Namespace) -> None:
+    """The policy's own states (rollouts) against the dataset's states (what the batch-mean constraint sees)."""
+    q_own, mc, episode_costs = [], [], []
+    for episode in range(args.episodes):
+        states, actions, costs = rollout(algo, env, 10_000 + episode, deterministic=True)
+        n = min(args.horizon + 1, len(costs))
+        q_own.append(offline_cost_reading(algo, states, actions)[:n])
+        mc.append(discounted_to_go(costs, gamma)[:n])
+        episode_costs.append(costs.sum())
+    each = ", ".join(f"{c:.0f}" for c in episode_costs)
+    print(f"  own states: episode cost {np.mean(episode_costs):.1f} (each: {each}); t <= {args.horizon}: "
+          f"Q_c(s, pi(s)) {np.concatenate(q_own).mean():.2f}, Monte-Carlo {np.concatenate(mc).mean():.2f}")
+    data = load_transitions(p.task.dataset_id, p.task.build_command).transitions
+    q_data = np.concatenate([offline_cost_reading(algo, chunk, algo.act(chunk))
+                             for chunk in np.array_split(data.observations, max(1, len(data.observations) // 4096))])
+    budget = algo.budget / getattr(algo.config, "cost_scale", 1.0)  # CPQ's budget is in scaled units
+    print(f"dataset states ({len(q_data)}): Q_c(s, pi(s)) mean {q_data.mean():.2f} (the batch mean held under "
+          f"d = {budget:.2f}), share above d {np.mean(q_data > budget):.1%}")
 
 if __name__ == "__main__":
     main()
