@@ -30,6 +30,7 @@ import yaml
 from safe_cost_to_go import discounted_to_go
 
 from algorithms.core.checkpoint import load_checkpoint
+from algorithms.core.errors import CtrlbenchError
 from runners.run import RunRequest, build_algorithm, prepare
 from tasks.datasets import load_transitions
 
@@ -137,4 +138,7 @@ def probe_offline(algo, p, env, gamma: float, args: argparse.Namespace) -> None:
           f"d = {budget:.2f}), share above d {np.mean(q_data > budget):.1%}")
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except CtrlbenchError as e:  # bad input: one line, non-zero exit
+        raise SystemExit(f"cost_critic_probe: {e}") from None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 import sys
 from pathlib import Path
 
@@ -14,6 +15,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 import cost_critic_probe
 
 from runners.run import RunRequest, build_algorithm, prepare
+from tests.conftest import cli_env
 
 
 @pytest.mark.parametrize("algo_name", cost_critic_probe.OFFLINE)
@@ -35,3 +37,13 @@ def test_offline_reading_is_the_min_over_cost_networks_unscaled(minari_root: Pat
     np.testing.assert_allclose(reading * scale, members.min(dim=0).values.numpy(), rtol=1e-6)
     if algo.cost_critic.n > 1:  # the minimum, not the first member or the mean
         assert np.all(reading * scale <= members.mean(dim=0).numpy() + 1e-6)
+
+
+def test_an_offline_method_on_an_online_task_is_a_one_line_error(tmp_path: Path) -> None:
+    script = Path(__file__).resolve().parents[1] / "scripts" / "cost_critic_probe.py"
+    out = subprocess.run([sys.executable, str(script), "--algo", "bcq_lag", "--task", "smoke-safe-v0", "--steps", "10",
+                          "--checkpoint", str(tmp_path / "none.pt")], capture_output=True, text=True, env=cli_env(),
+                         timeout=300)
+    assert out.returncode != 0
+    assert out.stderr.strip().splitlines() == [out.stderr.strip()]
+    assert "supports task kinds" in out.stderr
