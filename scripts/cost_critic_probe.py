@@ -9,6 +9,7 @@ gamma^500 < 0.7% at gamma 0.99).
 - Offline (BCQ-Lag, CPQ, OGSRL): the evaluation policy; the reading is the one their actors use, the minimum over the
   cost networks, in unscaled cost units. Beside it, Q_c(s, pi(s)) averaged over every *dataset* state: what BCQ-Lag's
   and OGSRL's multipliers hold under d (a batch mean), so a policy can meet it there and still pay on its own states.
+  pi(s) is the evaluation action throughout (BCQ-Lag: latent z = 0, where its actor loss draws one latent).
 
     python scripts/cost_critic_probe.py --algo cal --task halfcheetah-velocity-k40-v0 --seed 0 --steps 150000 \\
         --set utd_ratio=5 --checkpoint ~/.cache/ctrlbench/checkpoints/<run id>.pt
@@ -136,6 +137,7 @@ def probe_offline(algo, p, env, gamma: float, args: argparse.Namespace) -> None:
     budget = algo.budget / getattr(algo.config, "cost_scale", 1.0)  # CPQ's budget is in scaled units
     print(f"dataset states ({len(q_data)}): Q_c(s, pi(s)) mean {q_data.mean():.2f} (the batch mean held under "
           f"d = {budget:.2f}), share above d {np.mean(q_data > budget):.1%}")
+
 
 if __name__ == "__main__":
     try:
