@@ -33,7 +33,6 @@ from safe_cost_to_go import discounted_to_go
 from algorithms.core.checkpoint import load_checkpoint
 from algorithms.core.errors import CtrlbenchError
 from runners.run import RunRequest, build_algorithm, prepare
-from tasks.datasets import load_transitions
 
 ONLINE = ("sac_lag", "sac_lag_epcost", "cal")
 OFFLINE = ("bcq_lag", "cpq", "ogsrl")
@@ -85,7 +84,7 @@ def main() -> None:
     req = RunRequest(algo=args.algo, task=args.task, seed=args.seed, steps=args.steps, device="cpu",
                      config_cli=overrides)
     p = prepare(req)
-    algo, _ = build_algorithm(req, p)
+    algo, ctx = build_algorithm(req, p)
     state = load_checkpoint(args.checkpoint)
     prefix = p.run_id.rsplit("__", 1)[0]  # algo__task__seed; the hash also covers the evaluation protocol
     if not str(state.get("run_id", "")).startswith(prefix + "__"):
@@ -98,7 +97,8 @@ def main() -> None:
     env = p.task.make_env()
     torch.manual_seed(args.seed)
     if args.algo in OFFLINE:
-        probe_offline(algo, p, env, gamma, args)
+        probe_offline(algo, ctx.dataset.observations, env, gamma, args)
+        env.close()
         return
     for deterministic in (False, True):
         q_mean, q_ucb, mc, episode_costs = [], [], [], []
@@ -119,7 +119,7 @@ def main() -> None:
               f"Monte-Carlo {np.concatenate(mc).mean():.2f}")
 
 
-def probe_offline(algo, p, env, gamma: float, args: argparse.Namespace) -> None:
+def probe_offline(algo, data_states: np.ndarray, env, gamma: float, args: argparse.Namespace) -> None:
     """The policy's own states (rollouts) against the dataset's states (what the batch-mean constraint sees)."""
     q_own, mc, episode_costs = [], [], []
     for episode in range(args.episodes):
@@ -131,10 +131,10 @@ def probe_offline(algo, p, env, gamma: float, args: argparse.Namespace) -> None:
     each = ", ".join(f"{c:.0f}" for c in episode_costs)
     print(f"  own states: episode cost {np.mean(episode_costs):.1f} (each: {each}); t <= {args.horizon}: "
           f"Q_c(s, pi(s)) {np.concatenate(q_own).mean():.2f}, Monte-Carlo {np.concatenate(mc).mean():.2f}")
-    data = load_transitions(p.task.dataset_id, p.task.build_command).transitions
     q_data = np.concatenate([offline_cost_reading(algo, chunk, algo.act(chunk))
-                             for chunk in np.array_split(data.observations, max(1, len(data.observations) // 4096))])
-    budget = algo.budget / getattr(algo.config, "cost_scale", 1.0)  # CPQ's budget is in scaled units
+                             for chunk in np.array_split(data_states, max(1, len(data_states) // 4096))])
+    # the multiplier compares the critic's scaled reading with algo.budget: in unscaled units, budget / cost_scale
+    budget = algo.budget / getattr(algo.config, "cost_scale", 1.0)
     print(f"dataset states ({len(q_data)}): Q_c(s, pi(s)) mean {q_data.mean():.2f} (the batch mean held under "
           f"d = {budget:.2f}), share above d {np.mean(q_data > budget):.1%}")
 

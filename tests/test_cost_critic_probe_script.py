@@ -22,8 +22,9 @@ from tests.conftest import cli_env
 def test_offline_reading_is_the_min_over_cost_networks_unscaled(minari_root: Path, one_thread, algo_name: str) -> None:
     req = RunRequest(algo=algo_name, task="smoke-offline-safe-v0", seed=0, steps=10, device="cpu",
                      config_cli={"cost_scale": 2.0} if algo_name != "ogsrl" else {})
-    algo, _ = build_algorithm(req, prepare(req))
-    env = prepare(req).task.make_env()
+    prepared = prepare(req)
+    algo, _ = build_algorithm(req, prepared)
+    env = prepared.task.make_env()
     states, actions, costs = cost_critic_probe.rollout(algo, env, seed=0, deterministic=True)
     env.close()
     assert states.shape[0] == actions.shape[0] == costs.shape[0] > 0
