@@ -96,10 +96,17 @@ def main() -> None:
 
     env = p.task.make_env()
     torch.manual_seed(args.seed)
-    if args.algo in OFFLINE:
-        probe_offline(algo, ctx.dataset.observations, env, gamma, args)
+    try:
+        if args.algo in OFFLINE:
+            probe_offline(algo, ctx.dataset.observations, env, gamma, args)
+        else:
+            probe_online(algo, env, gamma, k, args)
+    finally:
         env.close()
-        return
+
+
+def probe_online(algo, env, gamma: float, k: float, args: argparse.Namespace) -> None:
+    """The stochastic (as it trains) and deterministic (as it is evaluated) policy: critic against Monte-Carlo."""
     for deterministic in (False, True):
         q_mean, q_ucb, mc, episode_costs = [], [], [], []
         for episode in range(args.episodes):
