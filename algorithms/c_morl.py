@@ -96,7 +96,7 @@ from algorithms.core.mo_ppo import (
     linear_lr,
     new_learner,
     ppo_iteration,
-    simplex_grid,
+    training_weights,
 )
 from algorithms.core.ppo import RandomStream
 from algorithms.core.registry import register
@@ -149,9 +149,7 @@ class CMORL(Algorithm):
     def __init__(self, config: CMORLConfig, ctx: AlgoContext) -> None:
         super().__init__(config, ctx)
         cfg = config
-        if ctx.reward_dim < 2:
-            raise CtrlbenchError("c_morl needs a multi-objective task (a vector reward)")
-        self.weights = simplex_grid(ctx.reward_dim, cfg.min_weight, cfg.max_weight, cfg.delta_weight)
+        self.weights = training_weights(cfg, ctx, "c_morl")
         n = len(self.weights)
         if ctx.total_updates < n:
             raise CtrlbenchError(f"c_morl: --steps {ctx.total_updates} is below one Stage-1 iteration per policy "

@@ -68,7 +68,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from algorithms.core.chunk_finetune import ChunkFinetuner
+from algorithms.core.chunk_finetune import ChunkFinetuneConfig, ChunkFinetuner
 from algorithms.core.config import require
 from algorithms.core.contract import AlgoContext
 from algorithms.core.diffusion import DDPM, DiffusionMLP, epsilon_loss, sample, step_log_prob
@@ -88,70 +88,36 @@ LOG_PROB_MIN, LOG_PROB_MAX = -5.0, 2.0  # the clamp of each entry's log-likeliho
 
 
 @dataclass
-class DPPOConfig:
-    # pretraining (PRE)
-    pretrain_steps: int = 1_550_000  # diffusion (BC) gradient steps before fine-tuning (200 epochs of hopper-medium)
-    pretrain_batch_size: int = 128  # chunks per pretraining gradient step
-    pretrain_lr: float = 1e-3  # AdamW learning rate of pretraining, cosine-annealed to pretrain_min_lr
-    pretrain_min_lr: float = 1e-4  # the pretraining learning rate at the end of pretraining
-    pretrain_weight_decay: float = 1e-6  # AdamW weight decay of pretraining
-    lr_warmup_fraction: float = 0.005  # fraction of pretraining with a linear warmup from pretrain_min_lr (1 epoch)
-    ema_decay: float = 0.995  # decay of the EMA of the denoiser: the pretrained policy
-    ema_every: int = 10  # gradient steps between EMA steps
-    ema_start_fraction: float = 0.1  # the EMA copies the denoiser for this fraction of pretraining (epoch 20 of 200)
-    drop_nonpositive_episodes: bool = True  # pretrain only on episodes whose return is > 0
+class DPPOConfig(ChunkFinetuneConfig):  # the pretraining and PPO fields DPPO shares: algorithms/core/chunk_finetune.py
+    pretrain_lr: float = 1e-3  # AdamW learning rate of the denoiser's pretraining (PRE; the Gaussian policy's: 1e-4)
     # the diffusion policy
     denoising_steps: int = 20  # K, denoising steps of the DDPM (cosine schedule)
-    horizon: int = 4  # actions per chunk, all executed (the reference's horizon_steps = act_steps)
     hidden: tuple[int, ...] = (512, 512, 512)  # widths of the denoiser's residual MLP (ReLU); an odd count, equal
     time_dim: int = 16  # size of the denoiser's sinusoidal time embedding
     denoised_clip: float = 1.0  # the predicted clean chunk x_0 is clipped to +-this at every denoising step
     randn_clip: float = 3.0  # standard normal draws of the reverse chain are clipped to +-this
     # fine-tuning (FT)
     ft_denoising_steps: int = 10  # K', the last denoising steps fine-tuned (the first K - K' use the frozen copy)
-    n_envs: int = 40  # training environments
-    n_steps: int = 500  # decisions (chunks) per environment per fine-tuning iteration
-    gamma: float = 0.99  # discount per decision (per chunk)
-    gae_lambda: float = 0.95  # GAE lambda
     gamma_denoising: float = 0.99  # advantage discount per denoising step away from the final one
     min_sampling_std: float = 0.1  # floor of the denoising noise std while exploring
     min_logprob_std: float = 0.1  # floor of the denoising std in the log-likelihood
     clip_ploss_coef: float = 0.01  # PPO ratio clip eps at the final denoising step
     clip_ploss_coef_base: float = 0.01  # PPO ratio clip eps at the earliest fine-tuned step
     clip_ploss_coef_rate: float = 3.0  # rate of the exponential interpolation of eps over denoising steps
-    actor_lr: float = 1e-4  # AdamW learning rate of the fine-tuned denoiser (constant)
-    critic_lr: float = 1e-3  # AdamW learning rate of the critic (constant)
-    critic_hidden: tuple[int, ...] = (256, 256, 256)  # widths of the critic's residual MLP (Mish)
     batch_size: int = 50_000  # (decision, denoising step) pairs per PPO minibatch
     update_epochs: int = 5  # passes over the rollout per iteration
-    vf_coef: float = 0.5  # weight of the value loss
-    target_kl: float = 1.0  # stop the iteration's epochs once approx-KL exceeds this (<= 0: never)
-    reward_scale_running: bool = True  # divide rewards by a running std of the discounted return
-    critic_warmup_iterations: int = 0  # first fine-tuning iterations that train the critic only
     logprob_batch_size: int = 10_000  # decisions per batch when computing the rollout's log-probabilities
 
     def __post_init__(self) -> None:
-        require(self.pretrain_steps >= 0, "pretrain_steps must be >= 0")
-        require(min(self.pretrain_batch_size, self.batch_size, self.logprob_batch_size) > 0,
-                "batch sizes must be positive")
-        require(min(self.pretrain_lr, self.actor_lr, self.critic_lr) > 0 and self.pretrain_min_lr >= 0,
-                "learning rates must be positive")
-        require(0.0 <= self.lr_warmup_fraction < 1.0 and 0.0 <= self.ema_start_fraction <= 1.0,
-                "lr_warmup_fraction must be in [0, 1) and ema_start_fraction in [0, 1]")
-        require(0.0 < self.ema_decay < 1.0 and self.ema_every > 0, "ema_decay must be in (0, 1), ema_every > 0")
+        super().__post_init__()
+        require(self.logprob_batch_size > 0, "batch sizes must be positive")
         require(self.denoising_steps > 0 and 0 < self.ft_denoising_steps <= self.denoising_steps,
                 "denoising steps: need 0 < ft_denoising_steps <= denoising_steps")
-        require(self.horizon > 0 and self.n_envs > 0 and self.n_steps > 0 and self.update_epochs > 0,
-                "horizon, n_envs, n_steps and update_epochs must be positive")
-        for name in ("hidden", "critic_hidden"):
-            widths = getattr(self, name)
-            require(len(widths) % 2 == 1 and len(set(widths)) == 1,
-                    f"{name} must be an odd number of equal widths (a residual MLP), got {widths}")
-        require(0.0 <= self.gamma <= 1.0 and 0.0 <= self.gae_lambda <= 1.0 and 0.0 < self.gamma_denoising <= 1.0,
-                "gamma, gae_lambda and gamma_denoising must be in [0, 1]")
+        require(len(self.hidden) % 2 == 1 and len(set(self.hidden)) == 1,
+                f"hidden must be an odd number of equal widths (a residual MLP), got {self.hidden}")
+        require(0.0 < self.gamma_denoising <= 1.0, "gamma_denoising must be in (0, 1]")
         require(self.min_sampling_std > 0 and self.min_logprob_std > 0, "the std floors must be positive")
         require(self.clip_ploss_coef > 0 and self.clip_ploss_coef_base > 0, "the PPO clip coefficients must be > 0")
-
 
 def clip_coefficients(k_ft: int, base: float, final: float, rate: float) -> torch.Tensor:
     """eps_i for the fine-tuned steps i = 0..K'-1: exponentially from `base` (i = 0, the earliest) to `final`

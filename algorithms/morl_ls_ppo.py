@@ -28,8 +28,7 @@ import numpy as np
 import torch
 
 from algorithms.core.contract import AlgoContext, Algorithm
-from algorithms.core.errors import CtrlbenchError
-from algorithms.core.mo_ppo import EnvPool, MOPPOConfig, linear_lr, new_learner, ppo_iteration, simplex_grid
+from algorithms.core.mo_ppo import EnvPool, MOPPOConfig, linear_lr, new_learner, ppo_iteration, training_weights
 from algorithms.core.ppo import RandomStream
 from algorithms.core.registry import register
 from algorithms.core.seeding import derive_seed
@@ -47,9 +46,7 @@ class LSPPO(Algorithm):
     def __init__(self, config: LSPPOConfig, ctx: AlgoContext) -> None:
         super().__init__(config, ctx)
         cfg = config
-        if ctx.reward_dim < 2:
-            raise CtrlbenchError("ls_ppo needs a multi-objective task (a vector reward)")
-        self.weights = simplex_grid(ctx.reward_dim, cfg.min_weight, cfg.max_weight, cfg.delta_weight)
+        self.weights = training_weights(cfg, ctx, "ls_ppo")
         n = len(self.weights)
         self.iterations = [ctx.total_updates // n + (i < ctx.total_updates % n) for i in range(n)]  # per policy
         self.low, self.high = ctx.action_space.low, ctx.action_space.high

@@ -44,7 +44,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from algorithms.core.chunk_finetune import ChunkFinetuner
+from algorithms.core.chunk_finetune import ChunkFinetuneConfig, ChunkFinetuner
 from algorithms.core.config import require
 from algorithms.core.contract import AlgoContext
 from algorithms.core.diffusion import gaussian_log_prob
@@ -62,57 +62,20 @@ LOG_PROB_MIN, LOG_PROB_MAX = -5.0, 2.0  # the clamp of the chunk's mean log-like
 
 
 @dataclass
-class GaussianPPOConfig:
-    # pretraining (PRE)
-    pretrain_steps: int = 1_550_000  # behavior-cloning gradient steps before fine-tuning (as dppo's)
-    pretrain_batch_size: int = 128  # chunks per pretraining gradient step
-    pretrain_lr: float = 1e-4  # AdamW learning rate of pretraining, cosine-annealed to pretrain_min_lr
-    pretrain_min_lr: float = 1e-4  # the pretraining learning rate at the end of pretraining
-    pretrain_weight_decay: float = 1e-6  # AdamW weight decay of pretraining
-    lr_warmup_fraction: float = 0.005  # fraction of pretraining with a linear warmup from pretrain_min_lr (1 epoch)
-    ema_decay: float = 0.995  # decay of the EMA of the policy: the pretrained policy
-    ema_every: int = 10  # gradient steps between EMA steps
-    ema_start_fraction: float = 0.1  # the EMA copies the policy for this fraction of pretraining (epoch 20 of 200)
-    drop_nonpositive_episodes: bool = True  # pretrain only on episodes whose return is > 0
+class GaussianPPOConfig(ChunkFinetuneConfig):  # pretraining and PPO fields as DPPO's: algorithms/core/chunk_finetune.py
     # the Gaussian policy
-    horizon: int = 4  # actions per chunk, all executed
     hidden: tuple[int, ...] = (256, 256, 256)  # hidden widths of the mean MLP (Mish)
     std_init: float = 0.1  # the std of pretraining, and the learnable std's start at fine-tuning
     std_min: float = 0.01  # the learnable std's lower clamp
     std_max: float = 0.2  # the learnable std's upper clamp
     randn_clip: float = 3.0  # exploration draws are clipped to mean +- this many stds
     # fine-tuning (FT, FT-G)
-    n_envs: int = 40  # training environments
-    n_steps: int = 500  # decisions (chunks) per environment per fine-tuning iteration
-    gamma: float = 0.99  # discount per decision (per chunk)
-    gae_lambda: float = 0.95  # GAE lambda
     clip_ploss_coef: float = 0.01  # PPO ratio clip eps
-    actor_lr: float = 1e-4  # AdamW learning rate of the policy (constant)
-    critic_lr: float = 1e-3  # AdamW learning rate of the critic (constant)
-    critic_hidden: tuple[int, ...] = (256, 256, 256)  # widths of the critic's residual MLP (Mish)
-    batch_size: int = 10_000  # decisions per PPO minibatch
-    update_epochs: int = 10  # passes over the rollout per iteration
-    vf_coef: float = 0.5  # weight of the value loss
-    target_kl: float = 1.0  # stop the iteration's epochs once approx-KL exceeds this (<= 0: never)
-    reward_scale_running: bool = True  # divide rewards by a running std of the discounted return
-    critic_warmup_iterations: int = 0  # first fine-tuning iterations that train the critic only
 
     def __post_init__(self) -> None:
-        require(self.pretrain_steps >= 0, "pretrain_steps must be >= 0")
-        require(min(self.pretrain_batch_size, self.batch_size) > 0, "batch sizes must be positive")
-        require(min(self.pretrain_lr, self.actor_lr, self.critic_lr) > 0 and self.pretrain_min_lr >= 0,
-                "learning rates must be positive")
-        require(0.0 <= self.lr_warmup_fraction < 1.0 and 0.0 <= self.ema_start_fraction <= 1.0,
-                "lr_warmup_fraction must be in [0, 1) and ema_start_fraction in [0, 1]")
-        require(0.0 < self.ema_decay < 1.0 and self.ema_every > 0, "ema_decay must be in (0, 1), ema_every > 0")
-        require(self.horizon > 0 and self.n_envs > 0 and self.n_steps > 0 and self.update_epochs > 0,
-                "horizon, n_envs, n_steps and update_epochs must be positive")
+        super().__post_init__()
         require(0 < self.std_min <= self.std_init <= self.std_max, "need 0 < std_min <= std_init <= std_max")
-        require(len(self.critic_hidden) % 2 == 1 and len(set(self.critic_hidden)) == 1,
-                f"critic_hidden must be an odd number of equal widths (a residual MLP), got {self.critic_hidden}")
-        require(0.0 <= self.gamma <= 1.0 and 0.0 <= self.gae_lambda <= 1.0, "gamma and gae_lambda must be in [0, 1]")
         require(self.clip_ploss_coef > 0, "clip_ploss_coef must be > 0")
-
 
 class GaussianChunkPolicy(nn.Module):
     """s -> N(tanh(MLP(s)), diag(std^2)) over a chunk (H, A); one std per action dimension, exp(log_var / 2) with

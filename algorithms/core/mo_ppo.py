@@ -212,6 +212,14 @@ class MOPPO:
         self.iterations = int(state["iterations"])
 
 
+def training_weights(cfg: MOPPOConfig, ctx: AlgoContext, name: str) -> np.ndarray:
+    """The task's simplex grid of training weights (cfg's min_weight, max_weight, delta_weight), one policy each; a
+    task with a scalar reward is refused in one line."""
+    if ctx.reward_dim < 2:
+        raise CtrlbenchError(f"{name} needs a multi-objective task (a vector reward)")
+    return simplex_grid(ctx.reward_dim, cfg.min_weight, cfg.max_weight, cfg.delta_weight)
+
+
 def new_learner(cfg: MOPPOConfig, ctx: AlgoContext, weight: np.ndarray) -> MOPPO:
     return MOPPO(cfg, ctx.obs_dim, ctx.act_dim, ctx.reward_dim, weight, ctx.device)
 
