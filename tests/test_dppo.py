@@ -144,6 +144,10 @@ def test_config_registration_and_budget() -> None:
         DPPOConfig(ft_denoising_steps=21)
     with pytest.raises(ValueError):
         DPPOConfig(hidden=(512, 512))
+    assert cfg.pretrain_lr == 1e-3  # its own; the shared base's is the Gaussian policy's 1e-4
+    for shared in ({"critic_hidden": (256, 128, 256)}, {"gae_lambda": 1.5}, {"ema_decay": 1.0}):  # the base's checks
+        with pytest.raises(ValueError):
+            DPPOConfig(**shared)
     with pytest.raises(CtrlbenchError, match="ends before fine-tuning"):
         DPPO(tiny_config(pretrain_steps=100), pendulum_context(total_updates=100))
     with pytest.raises(CtrlbenchError, match="drop_nonpositive_episodes"):  # Pendulum's returns are all negative

@@ -63,6 +63,9 @@ def test_config_and_registration() -> None:
     assert get_algorithm("gaussian_ppo") is GaussianPPO and GaussianPPO.kinds == ("offline-to-online",)
     with pytest.raises(ValueError):
         GaussianPPOConfig(std_init=0.5)
+    for shared in ({"critic_hidden": (256, 256)}, {"gamma": -0.1}, {"pretrain_steps": -1}):  # the base's checks
+        with pytest.raises(ValueError):
+            GaussianPPOConfig(**shared)
     with pytest.raises(CtrlbenchError, match="ends before fine-tuning"):
         GaussianPPO(tiny_config(pretrain_steps=100), pendulum_context(total_updates=50))
 
