@@ -119,6 +119,7 @@ class DPPOConfig(ChunkFinetuneConfig):  # the pretraining and PPO fields DPPO sh
         require(self.min_sampling_std > 0 and self.min_logprob_std > 0, "the std floors must be positive")
         require(self.clip_ploss_coef > 0 and self.clip_ploss_coef_base > 0, "the PPO clip coefficients must be > 0")
 
+
 def clip_coefficients(k_ft: int, base: float, final: float, rate: float) -> torch.Tensor:
     """eps_i for the fine-tuned steps i = 0..K'-1: exponentially from `base` (i = 0, the earliest) to `final`
     (i = K'-1, the last denoising step) (LOSS:150-159)."""

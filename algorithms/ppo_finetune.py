@@ -77,6 +77,7 @@ class GaussianPPOConfig(ChunkFinetuneConfig):  # pretraining and PPO fields as D
         require(0 < self.std_min <= self.std_init <= self.std_max, "need 0 < std_min <= std_init <= std_max")
         require(self.clip_ploss_coef > 0, "clip_ploss_coef must be > 0")
 
+
 class GaussianChunkPolicy(nn.Module):
     """s -> N(tanh(MLP(s)), diag(std^2)) over a chunk (H, A); one std per action dimension, exp(log_var / 2) with
     log_var clamped to [log std_min^2, log std_max^2] (NET:234-270)."""
