@@ -6,7 +6,9 @@ r_min) with the task's constants) and the normalized cost C_norm = (C + eps) / (
 Per (algorithm, task), over seeds: the raw pair (mean R_norm, mean C_norm, each with its std); the safe rate, the
 share of seeds whose run is safe; and the headline, mean R_norm when the seed-mean C_norm is at most 1 (OSRL applies
 the test to the averaged cost) and 0 otherwise, so an unsafe entry never scores. Over the tasks of one kind (online
-`safe`, `offline-safe`: one table each), per algorithm: the mean headline and the overall safe rate. Safe tasks
+`safe`, `offline-safe`: one table each), per algorithm: the mean headline and the overall safe rate. An algorithm
+that has not run every task of its table gets no headline (shown as how many tasks it ran): a mean over a subset
+is not comparable, and counting the missing task as 0 would rank "not run" with "unsafe". Safe tasks
 appear only here, never in the reward-only tables, whose aggregates would otherwise rank an unsafe policy by its
 reward.
 """
@@ -61,8 +63,8 @@ def safe_markdown(runs: pd.DataFrame) -> str:
     out += ["Cells: normalized reward / normalized cost (number of seeds), seed means. Normalized cost = "
             "(C + eps) / (kappa + eps), eps = 1 iff kappa = 0; an entry is safe when its mean normalized cost is "
             "at most 1. Unsafe entries are struck through and score 0 in the headline (mean over the table's tasks "
-            "of the reward of safe entries, DSRL's convention; a task not run counts 0 too); the safe rate is the "
-            "share of runs with normalized cost <= 1."]
+            "of the reward of safe entries, DSRL's convention; an algorithm that did not run every task has none, "
+            "shown as the number of tasks it ran); the safe rate is the share of runs with normalized cost <= 1."]
     return "\n".join(out)
 
 
@@ -78,14 +80,14 @@ def kind_markdown(runs: pd.DataFrame, title: str) -> list[str]:
     headline = headline_scores(runs)
     for a in algos:
         safe_rate = runs.loc[runs["algorithm"] == a, "safe"].mean()
-        out.append(f"| {a} | " + " | ".join(cell.get((a, t), "–") for t in tasks)
-                   + f" | {headline[a]:.2f} | {safe_rate:.0%} |")
+        ran = sum((a, t) in cell for t in tasks)
+        score = f"{headline[a]:.2f}" if headline[a] is not None else f"– ({ran} of {len(tasks)} tasks)"
+        out.append(f"| {a} | " + " | ".join(cell.get((a, t), "–") for t in tasks) + f" | {score} | {safe_rate:.0%} |")
     return out
 
 
-def headline_scores(runs: pd.DataFrame) -> dict[str, float]:
-    """Per algorithm, the mean over tasks of its gated headline (a task it did not run counts 0, like an unsafe
-    one)."""
+def headline_scores(runs: pd.DataFrame) -> dict[str, float | None]:
+    """Per algorithm, the mean over the table's tasks of its gated headline; None when it did not run them all."""
     stats = safe_task_stats(runs)
     n_tasks = len(stats["task"].unique())
-    return {a: float(np.sum(g["headline"]) / n_tasks) for a, g in stats.groupby("algorithm")}
+    return {a: float(np.mean(g["headline"])) if len(g) == n_tasks else None for a, g in stats.groupby("algorithm")}

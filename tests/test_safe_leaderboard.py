@@ -38,9 +38,16 @@ def test_unsafe_entries_score_zero_and_the_raw_pair_stays() -> None:
     assert stats.loc["sac_lag", "safe_rate"] == 0.5 and stats.loc["sac", "safe_rate"] == 0.0
 
 
-def test_a_task_not_run_counts_zero_in_the_headline() -> None:
+def test_a_task_not_run_leaves_no_headline_rather_than_a_zero(tmp_path: Path) -> None:
     extra = [*RECORDS, safe_record("sac_lag", "ant-velocity-k40-v0", 0, 60.0, 10.0)]
-    assert headline_scores(safe_runs_frame(extra)) == {"sac": 0.0, "sac_lag": pytest.approx((0.45 + 0.6) / 2)}
+    assert headline_scores(safe_runs_frame(extra)) == {"sac": None, "sac_lag": pytest.approx((0.45 + 0.6) / 2)}
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    for i, r in enumerate(extra):
+        (runs / f"{i}.json").write_text(json.dumps(r))
+    markdown = write_leaderboard(tmp_path, tmp_path / "out", plots=False, reps=10).markdown
+    assert "| sac | – | ~~0.85~~ / **8.75** (2) | – (1 of 2 tasks) | 0% |" in markdown
+    assert "| sac_lag | 0.60 / 0.25 (1) | 0.45 / 1.00 (2) | 0.53 | 67% |" in markdown
 
 
 def test_leaderboard_puts_safe_tasks_in_their_own_table(tmp_path: Path) -> None:
