@@ -154,7 +154,9 @@ def mo_markdown(runs: pd.DataFrame) -> str:
             "(gamma 0.99) vector returns. HV_norm = (HV - HV_floor) / (HV_ref - HV_floor), EUM_norm likewise: the "
             "floor is the {zero-action, uniform-random} front, the reference the union of every run's front in this "
             "table (a posteriori), so 1 is the best front found by any algorithm here and 0 standing still; – when "
-            "no run of the task beats the floor."]
+            "no run of the task beats the floor. EUM takes, per weight, the best point of the front; the normalized "
+            "score of the generic tables is, for these tasks, the utility of the policy each method answers each "
+            "weight with (docs/morl.md), so the two can rank methods differently."]
     return "\n".join(out)
 
 
