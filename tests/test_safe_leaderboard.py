@@ -29,6 +29,15 @@ RECORDS = [
 ]
 
 
+def leaderboard_markdown(tmp_path: Path, records: list[dict]) -> str:
+    """The markdown `ctrlbench leaderboard` writes for these records."""
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    for i, r in enumerate(records):
+        (runs / f"{i}.json").write_text(json.dumps(r))
+    return write_leaderboard(tmp_path, tmp_path / "out", plots=False, reps=10).markdown
+
+
 def test_unsafe_entries_score_zero_and_the_raw_pair_stays() -> None:
     stats = safe_task_stats(safe_runs_frame(RECORDS)).set_index("algorithm")
     assert stats.loc["sac", "reward_norm"] == pytest.approx(0.85) and stats.loc["sac", "cost_norm"] == 8.75
@@ -41,11 +50,7 @@ def test_unsafe_entries_score_zero_and_the_raw_pair_stays() -> None:
 def test_a_task_not_run_leaves_no_headline_rather_than_a_zero(tmp_path: Path) -> None:
     extra = [*RECORDS, safe_record("sac_lag", "ant-velocity-k40-v0", 0, 60.0, 10.0)]
     assert headline_scores(safe_runs_frame(extra)) == {"sac": None, "sac_lag": pytest.approx((0.45 + 0.6) / 2)}
-    runs = tmp_path / "runs"
-    runs.mkdir()
-    for i, r in enumerate(extra):
-        (runs / f"{i}.json").write_text(json.dumps(r))
-    markdown = write_leaderboard(tmp_path, tmp_path / "out", plots=False, reps=10).markdown
+    markdown = leaderboard_markdown(tmp_path, extra)
     assert "| sac | – | ~~0.85~~ / **8.75** (2) | – (1 of 2 tasks) | 0% |" in markdown
     assert "| sac_lag | 0.60 / 0.25 (1) | 0.45 / 1.00 (2) | 0.53 | 67% |" in markdown
 
@@ -65,11 +70,7 @@ def test_leaderboard_puts_safe_tasks_in_their_own_table(tmp_path: Path) -> None:
 def test_online_and_offline_safe_tasks_get_a_table_and_headline_each(tmp_path: Path) -> None:
     offline = safe_record("bc_safe", "offline-hopper-velocity-k40-v0", 0, 30.0, 20.0)
     offline["task_kind"] = offline["metrics"]["kind"] = "offline-safe"
-    runs = tmp_path / "runs"
-    runs.mkdir()
-    for i, r in enumerate([*RECORDS, offline]):
-        (runs / f"{i}.json").write_text(json.dumps(r))
-    markdown = write_leaderboard(tmp_path, tmp_path / "out", plots=False, reps=10).markdown
+    markdown = leaderboard_markdown(tmp_path, [*RECORDS, offline])
     assert markdown.count("**offline-safe**") == 1 and markdown.count("**safe (online)**") == 1
     offline_part, online_part = markdown.split("**safe (online)**")
     assert "| bc_safe | 0.30 / 0.50 (1) | 0.30 | 100% |" in offline_part  # not halved by the online task
