@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from algorithms.core.errors import CtrlbenchError
 
@@ -35,11 +36,25 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     train.add_argument("--select", action="store_true",
                        help="after training, pick expert/medium snapshots and write the policies folder")
     train.add_argument("--select-only", action="store_true", help="only pick expert/medium from existing snapshots")
+    lag = sub.add_parser("train-lagrangian",
+                         help="train the budget-swept SAC-Lagrangian learner whose snapshots velocity-v2 rolls "
+                              "(DSRL's recipe; about an hour of one core; resumable)")
+    lag.add_argument("--env", required=True, help="a velocity robot with committed behavior policies (halfcheetah)")
+    lag.add_argument("--steps", type=int, default=150_000, help="env steps = updates (default: %(default)s)")
+    lag.add_argument("--kappa-start", type=float, default=250.0, help="budget at the first update (DSRL: 250)")
+    lag.add_argument("--kappa-end", type=float, default=10.0, help="budget at the last update (DSRL: 10)")
+    lag.add_argument("--snapshot-every", type=int, default=10_000)
+    lag.add_argument("--first-snapshot", type=int, default=30_000, help="no snapshot before this many env steps")
+    lag.add_argument("--seed", type=int, default=0)
+    lag.add_argument("--threads", type=int, default=1, help="torch threads for this training process")
+    lag.add_argument("--checkpoints", type=Path, default=None,
+                     help="folder of the resumable checkpoint (default: $CTRLBENCH_CHECKPOINTS, else "
+                          "~/.cache/ctrlbench/checkpoints)")
 
 
 def run(args: argparse.Namespace) -> int:
     return {"build": _build, "list": _list, "info": _info, "download": _download, "table": _table,
-            "train-policies": _train}[args.action](args)
+            "train-policies": _train, "train-lagrangian": _train_lagrangian}[args.action](args)
 
 
 def _build(args: argparse.Namespace) -> int:
@@ -153,6 +168,21 @@ def _download(args: argparse.Namespace) -> int:
         raise CtrlbenchError(f"could not download {args.dataset_id} ({first[:200]}); this machine may be "
                              "offline: build datasets locally with `ctrlbench datasets build ENV`") from None
     print(f"downloaded {args.dataset_id}")
+    return 0
+
+
+def _train_lagrangian(args: argparse.Namespace) -> int:
+    import os
+
+    from runners.swept_lagrangian import train
+    from tasks.behavior import POLICIES_DIR
+    from tasks.safe_datasets import LAGRANGIAN_DIR
+
+    work = args.checkpoints or Path(os.environ.get("CTRLBENCH_CHECKPOINTS", "").strip()
+                                    or Path.home() / ".cache" / "ctrlbench" / "checkpoints")
+    train(args.env, POLICIES_DIR / args.env / LAGRANGIAN_DIR, work, steps=args.steps, kappa_start=args.kappa_start,
+          kappa_end=args.kappa_end, snapshot_every=args.snapshot_every, first_snapshot=args.first_snapshot,
+          seed=args.seed, threads=args.threads)
     return 0
 
 

@@ -50,13 +50,16 @@ of the data (MIN/MAX_EPISODE_REWARD; the offline safe tasks normalize rewards wi
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from algorithms.core.errors import CtrlbenchError
-from tasks.behavior import POLICIES_DIR, load_actor
+from algorithms.core.nets import TanhGaussianActor
+from tasks.behavior import POLICIES_DIR, file_sha256, load_actor
 from tasks.datasets import Episode, dataset_exists, write_minari_dataset
 from tasks.envs import VELOCITY_ID, suite_env_id
 from tasks.factory import BatchPolicy, BehaviorPolicies, collect, sampled_policy
@@ -73,11 +76,14 @@ class VelocityRecipe:
     action_scales: tuple[float, ...]  # c of expert-c: the factor on the expert's actions
     stream: int  # the seed stream of the version's episodes (the locomotion kinds use 11-14)
     dsrl_cost_cap: bool  # drop the episodes costing more than DSRL_MAX_EPISODE_COST[robot]
+    lagrangian: bool = False  # add the budget-swept Lagrangian learner's snapshots (tasks/policies/<robot>/lagrangian)
 
 
+V1_SCALES = (0.5, 0.52, 0.53, 0.54, 0.55, 0.56, 0.57, 0.58, 0.6, 0.7, 0.85, 1.0)
 RECIPES = {0: VelocityRecipe((0.5, 0.53, 0.56, 0.6, 0.7, 0.85, 1.0), stream=31, dsrl_cost_cap=False),
-           1: VelocityRecipe((0.5, 0.52, 0.53, 0.54, 0.55, 0.56, 0.57, 0.58, 0.6, 0.7, 0.85, 1.0), stream=32,
-                             dsrl_cost_cap=True)}
+           1: VelocityRecipe(V1_SCALES, stream=32, dsrl_cost_cap=True),
+           2: VelocityRecipe(V1_SCALES, stream=33, dsrl_cost_cap=True, lagrangian=True)}
+LAGRANGIAN_DIR = "lagrangian"  # under tasks/policies/<robot>/: runners/swept_lagrangian.py writes it
 LATEST = 1
 
 
@@ -117,6 +123,52 @@ def make_velocity_env(robot: str):
 def scaled(policy: BatchPolicy, c: float) -> BatchPolicy:
     """The policy's (sampled) action times c: the same gait with weaker torques."""
     return lambda obs, rngs: (c * policy(obs, rngs)).astype(np.float32)
+
+
+def sac_core_sampled_policy(state: dict[str, torch.Tensor], max_action: float) -> BatchPolicy:
+    """Actions sampled from a snapshot of the suite's SAC actor (algorithms/core/nets.py TanhGaussianActor:
+    max_action tanh(mean + std noise)), the noise drawn from each episode's RNG as `sampled_policy` draws it."""
+    act_dim = state[f"net.{last_layer(state)}.bias"].shape[0] // 2
+    hidden = [state[f"net.{i}.weight"].shape[0] for i in range(0, last_layer(state), 2)]
+    actor = TanhGaussianActor(state["net.0.weight"].shape[1], act_dim, max_action, hidden)
+    actor.load_state_dict(state)
+    actor.eval()
+
+    @torch.no_grad()
+    def act(obs: np.ndarray, rngs: list[np.random.Generator]) -> np.ndarray:
+        out = actor.net(torch.as_tensor(np.asarray(obs, dtype=np.float32)))
+        mean, raw_log_std = out.split(act_dim, dim=-1)
+        log_std = (actor.log_std_multiplier * raw_log_std + actor.log_std_offset).clamp(-20.0, 2.0)
+        noise = torch.as_tensor(np.stack([r.standard_normal(act_dim) for r in rngs]).astype(np.float32))
+        return (max_action * torch.tanh(mean + log_std.exp() * noise)).numpy()
+
+    return act
+
+
+def last_layer(state: dict[str, torch.Tensor]) -> int:
+    """The index of the last Linear of an `mlp` state dict (net.0, net.2, ...: Linear and ReLU alternate)."""
+    return max(int(k.split(".")[1]) for k in state if k.startswith("net.") and k.endswith(".weight"))
+
+
+def lagrangian_sources(robot: str, policies: BehaviorPolicies, max_action: float
+                       ) -> list[tuple[str, BatchPolicy, dict]]:
+    """The budget-swept learner's snapshots, checked against their manifest, each rolled with sampled actions."""
+    folder = policies.folder / LAGRANGIAN_DIR
+    manifest_path = folder / "manifest.json"
+    if not manifest_path.exists():
+        raise CtrlbenchError(f"no budget-swept Lagrangian learner for {robot} under {folder}; train it with "
+                             f"`ctrlbench datasets train-lagrangian --env {robot}`")
+    manifest = json.loads(manifest_path.read_text())
+    out = []
+    for entry in manifest["snapshots"]:
+        path = folder / entry["file"]
+        if not path.exists() or file_sha256(path) != entry["sha256"]:
+            raise CtrlbenchError(f"{path} is missing or does not match its manifest's hash")
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        out.append((f"lag-{entry['env_steps']}", sac_core_sampled_policy(state, max_action),
+                    {"policy": f"tasks/policies/{robot}/{LAGRANGIAN_DIR}/{entry['file']}",
+                     "policy_sha256": entry["sha256"], "learner_budget": entry["kappa"]}))
+    return out
 
 
 def sources(robot: str, policies: BehaviorPolicies, action_scales: tuple[float, ...]
@@ -167,7 +219,10 @@ def build(robot: str, seed: int = 0, overwrite: bool = False, source_steps: int 
     horizon = env.spec.max_episode_steps
     episodes: list[Episode] = []
     recipe: dict[str, dict] = {}
-    for k, (name, policy, entry) in enumerate(sources(robot, policies, recipe_spec.action_scales)):
+    every = sources(robot, policies, recipe_spec.action_scales)
+    if recipe_spec.lagrangian:
+        every += lagrangian_sources(robot, policies, float(env.action_space.high.flat[0]))
+    for k, (name, policy, entry) in enumerate(every):
         rolled = collect(robot, policy, source_steps, seed, recipe_spec.stream * 1000 + k, make_env=make)
         eps = [ep for ep in rolled if ep.costs.sum() <= cap and (not recipe_spec.dsrl_cost_cap or whole(ep, horizon))]
         episodes += eps
@@ -183,7 +238,8 @@ def build(robot: str, seed: int = 0, overwrite: bool = False, source_steps: int 
     costs = np.array([ep.costs.sum() for ep in episodes])
     write_minari_dataset(
         did, episodes, env, eval_env=make(), ref_min_score=float(rewards.min()), ref_max_score=float(rewards.max()),
-        algorithm_name="committed SAC snapshots, and the expert with scaled actions, in the velocity-v1 env",
+        algorithm_name="committed SAC snapshots, and the expert with scaled actions, in the velocity-v1 env"
+                       + (", and a budget-swept SAC-Lagrangian learner's snapshots" if recipe_spec.lagrangian else ""),
         description=f"ctrlbench cost-labelled {robot} velocity dataset: {len(episodes)} episodes across the "
                     "reward-cost trade-off (DSRL-style)"
                     + (f", each costing at most {cap:g} (DSRL's range)" if recipe_spec.dsrl_cost_cap else ""),

@@ -1,0 +1,91 @@
+"""DSRL's behavior learner: a Lagrangian agent whose cost budget is swept during training, logged as snapshots.
+
+DSRL builds each velocity dataset from one Lagrangian learner whose episode budget is annealed (HalfCheetah, Hopper,
+Swimmer: 250 -> 10; reference A3) and logs episodes from its checkpoints, so the data holds, at every cost level, the
+gait a constrained learner settles on there: running steadily just under the speed threshold, not only the slowed
+torques of a scaled unconstrained policy (v0/v1's `expert-c` sources, whose safe episodes reach returns of ~2,300 on
+HalfCheetah where SAC-Lag's reach ~2,800; docs/safe.md).
+
+Here the learner is `sac_lag_epcost` (algorithms/sac_lag.py: its dual compares the last 10 training episodes' cost
+with kappa, the on-policy Lagrangian methods' signal), on the task `<robot>-velocity-k<end>-v0`, with kappa moved
+linearly from `kappa_start` at update 0 to `kappa_end` at the last update: the script sets the context's
+`cost_limit`, which that dual reads at every gradient step. Every `snapshot_every` env steps from `first_snapshot`
+on, the actor (about 290 KB) goes to `<out>/step_<env steps>.pt`, and a row with the budget and the last 10 training
+episodes' return and cost to `<out>/training.csv`; `<out>/manifest.json` lists the snapshots with their hashes, the
+learner and the schedule. A checkpoint under `work` at every snapshot makes an interrupted run resume (from the
+snapshot, with fresh episodes: not bit-identical to an uninterrupted run).
+"""
+
+from __future__ import annotations
+
+import csv
+import time
+from pathlib import Path
+
+from algorithms.core.checkpoint import load_checkpoint, save_checkpoint
+from algorithms.core.errors import CtrlbenchError
+from algorithms.core.io import atomic_torch_save, atomic_write_json, check_writable_dir
+from algorithms.core.seeding import capture_rng_state, restore_rng_state
+from algorithms.sac_lag import SACLagEpCost
+from runners.run import RunRequest, build_algorithm, prepare
+from tasks.behavior import file_sha256
+
+ALGO = "sac_lag_epcost"
+FIELDS = ("env_steps", "kappa", "train_episode_return", "train_episode_cost", "lambda")
+
+
+def kappa_at(step: int, steps: int, start: float, end: float) -> float:
+    """The budget of update `step` of `steps`: linear from `start` (step 0) to `end` (the last update)."""
+    return start + (end - start) * min(step, steps) / max(steps, 1)
+
+
+def train(robot: str, out: Path, work: Path, steps: int = 150_000, kappa_start: float = 250.0,
+          kappa_end: float = 10.0, snapshot_every: int = 10_000, first_snapshot: int = 30_000, seed: int = 0,
+          threads: int = 1, overrides: dict | None = None, log=print) -> dict:
+    if steps < 1 or snapshot_every < 1 or first_snapshot < 0:
+        raise CtrlbenchError("steps and snapshot_every must be >= 1 and first_snapshot >= 0")
+    if kappa_start < 0 or kappa_end < 0:
+        raise CtrlbenchError(f"budgets must be >= 0, got {kappa_start:g} -> {kappa_end:g}")
+    task = f"{robot}-velocity-k{kappa_end:g}-v0"
+    req = RunRequest(algo=ALGO, task=task, seed=seed, steps=steps, threads=threads, device="cpu",
+                     config_cli=dict(overrides or {}))
+    p = prepare(req)  # a one-line error for an unknown robot
+    check_writable_dir(out, "the learner's snapshots")
+    check_writable_dir(work, "the learner's checkpoint")
+    out.mkdir(parents=True, exist_ok=True)
+    work.mkdir(parents=True, exist_ok=True)
+    algo, ctx = build_algorithm(req, p)
+    assert isinstance(algo, SACLagEpCost)  # its dual reads ctx.cost_limit at every step: what the sweep moves
+    ckpt = work / f"swept_lagrangian_{robot}_s{seed}.pt"
+    rows: list[dict] = []
+    if ckpt.exists():
+        state = load_checkpoint(ckpt)
+        algo.load_state_dict(state["algorithm"])
+        restore_rng_state(state["rng"])
+        ctx.env_steps, rows = int(state["env_steps"]), list(state["rows"])
+        log(f"resuming at update {algo.step} ({ckpt})")
+    started = time.time()
+    metrics: dict = {}
+    while algo.step < steps:
+        ctx.cost_limit = kappa_at(algo.step, steps, kappa_start, kappa_end)
+        metrics = algo.update()
+        if algo.step % snapshot_every == 0 and algo.step >= first_snapshot:
+            path = out / f"step_{ctx.env_steps:08d}.pt"
+            atomic_torch_save(path, {k: v.detach().cpu() for k, v in algo.sac.actor.state_dict().items()})
+            rows.append({"env_steps": ctx.env_steps, "kappa": ctx.cost_limit, "file": path.name,
+                         **{k: float(metrics[k]) for k in FIELDS[2:] if k in metrics}})
+            save_checkpoint(ckpt, {"algorithm": algo.state_dict(), "rng": capture_rng_state(),
+                                   "env_steps": ctx.env_steps, "rows": rows})
+            ret, cost, lam = (rows[-1].get(k, float("nan")) for k in FIELDS[2:])
+            log(f"{ctx.env_steps:7d} env steps  kappa {ctx.cost_limit:6.1f}  train episodes: return {ret:7.1f} "
+                f"cost {cost:6.1f}  lambda {lam:.2f}  ({time.time() - started:.0f} s)")
+    with open(out / "training.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=["file", *FIELDS])
+        writer.writeheader()
+        writer.writerows(rows)
+    manifest = {"robot": robot, "learner": ALGO, "task": task, "seed": seed, "updates": steps,
+                "budget_schedule": {"start": kappa_start, "end": kappa_end, "shape": "linear over the updates"},
+                "config": {k: list(v) if isinstance(v, tuple) else v for k, v in vars(algo.config).items()},
+                "snapshots": [{**r, "sha256": file_sha256(out / r["file"])} for r in rows]}
+    atomic_write_json(out / "manifest.json", manifest)
+    return manifest

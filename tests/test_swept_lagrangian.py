@@ -1,0 +1,109 @@
+"""The budget-swept Lagrangian learner behind velocity-v2 (runners/swept_lagrangian.py): the schedule, that the
+swept budget is the one the dual reads, a tiny resumable run's snapshots and manifest, and the dataset version
+that rolls them (tasks/safe_datasets.py)."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from algorithms.core.errors import CtrlbenchError
+from algorithms.core.nets import TanhGaussianActor
+from runners.run import RunRequest, build_algorithm, prepare
+from runners.swept_lagrangian import kappa_at, train
+from tasks import safe_datasets, velocity_cost
+from tasks.behavior import file_sha256
+from tasks.datasets import load_transitions
+from tests.test_factory import fake_policies
+
+TINY = {"learning_starts": 10, "batch_size": 8, "hidden": (16, 16)}
+
+
+def test_the_budget_moves_linearly_from_start_to_end() -> None:
+    assert kappa_at(0, 100, 250.0, 10.0) == 250.0
+    assert kappa_at(50, 100, 250.0, 10.0) == pytest.approx(130.0)
+    assert kappa_at(100, 100, 250.0, 10.0) == 10.0
+    assert kappa_at(500, 100, 250.0, 10.0) == 10.0  # held at the end
+
+
+def test_the_dual_reads_the_budget_the_sweep_sets(monkeypatch) -> None:
+    req = RunRequest(algo="sac_lag_epcost", task="halfcheetah-velocity-k10-v0", steps=10, device="cpu",
+                     config_cli=TINY)
+    algo, ctx = build_algorithm(req, prepare(req))
+    monkeypatch.setattr(algo.stepper, "recent_episode_cost", lambda: 37.0)
+    for kappa in (250.0, 61.5):
+        ctx.cost_limit = kappa
+        estimate, budget = algo.dual_signal(None)
+        assert float(estimate) == 37.0 and budget == kappa
+
+
+def test_a_tiny_sweep_writes_hashed_snapshots_and_resumes(tmp_path: Path) -> None:
+    out, work = tmp_path / "lagrangian", tmp_path / "work"
+    kw = dict(steps=60, kappa_start=250.0, kappa_end=10.0, snapshot_every=20, first_snapshot=40, overrides=TINY,
+              log=lambda _: None)
+    manifest = train("halfcheetah", out, work, **kw)
+    snaps = manifest["snapshots"]
+    assert [s["env_steps"] for s in snaps] == [40, 60]
+    assert [s["kappa"] for s in snaps] == pytest.approx([kappa_at(39, 60, 250, 10), kappa_at(59, 60, 250, 10)])
+    for s in snaps:
+        assert file_sha256(out / s["file"]) == s["sha256"]
+        TanhGaussianActor(17, 6, 1.0, (16, 16)).load_state_dict(torch.load(out / s["file"], weights_only=True))
+    assert json.loads((out / "manifest.json").read_text()) == manifest
+    with open(out / "training.csv") as f:
+        assert [int(r["env_steps"]) for r in csv.DictReader(f)] == [40, 60]
+    (out / "manifest.json").unlink()
+    again = train("halfcheetah", out, work, **kw)  # resumes from the checkpoint at the end: nothing to train
+    assert again["snapshots"] == snaps
+    with pytest.raises(CtrlbenchError, match="budgets must be >= 0"):
+        train("halfcheetah", out, work, **{**kw, "kappa_start": -1.0})
+
+
+def test_the_sac_core_snapshot_samples_as_the_learner_does() -> None:
+    torch.manual_seed(0)
+    actor = TanhGaussianActor(5, 2, 1.0, (8, 8))
+    policy = safe_datasets.sac_core_sampled_policy(actor.state_dict(), 1.0)
+    obs = np.random.default_rng(0).standard_normal((4, 5)).astype(np.float32)
+    rngs = [np.random.default_rng(i) for i in range(4)]
+    noise = np.stack([np.random.default_rng(i).standard_normal(2) for i in range(4)]).astype(np.float32)
+    with torch.no_grad():
+        out = actor.net(torch.as_tensor(obs))
+        mean, raw = out.split(2, dim=-1)
+        std = (actor.log_std_multiplier * raw + actor.log_std_offset).clamp(-20, 2).exp()
+        expected = torch.tanh(mean + std * torch.as_tensor(noise)).numpy()
+    np.testing.assert_allclose(policy(obs, rngs), expected, rtol=1e-6)
+
+
+def fake_lagrangian(policies: Path, robot: str = "hopper", obs_dim: int = 11, act_dim: int = 3) -> None:
+    folder = policies / robot / safe_datasets.LAGRANGIAN_DIR
+    folder.mkdir(parents=True)
+    snaps = []
+    for step, kappa in ((30, 200.0), (60, 20.0)):
+        torch.manual_seed(step)
+        torch.save(TanhGaussianActor(obs_dim, act_dim, 1.0, (16, 16)).state_dict(), folder / f"step_{step:08d}.pt")
+        snaps.append({"env_steps": step, "kappa": kappa, "file": f"step_{step:08d}.pt",
+                      "sha256": file_sha256(folder / f"step_{step:08d}.pt")})
+    (folder / "manifest.json").write_text(json.dumps({"snapshots": snaps}))
+
+
+def test_v2_adds_the_learners_snapshots_to_v1s_sources(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path / "minari"))
+    monkeypatch.setitem(velocity_cost.ROBOTS, "hopper", velocity_cost.ROBOTS["hopper"]._replace(threshold=0.05))
+    policies = fake_policies(tmp_path / "policies")
+    with pytest.raises(CtrlbenchError, match="train-lagrangian --env hopper"):
+        safe_datasets.build("hopper", source_steps=40, policies_dir=policies, version=2)
+    fake_lagrangian(policies)
+    did = safe_datasets.build("hopper", source_steps=40, policies_dir=policies, version=2)
+    assert did == "ctrlbench/hopper/velocity-v2"
+    sources = load_transitions(did).metadata["ctrlbench_recipe"]["sources"]
+    assert list(sources)[-2:] == ["lag-30", "lag-60"]
+    assert [sources[k]["learner_budget"] for k in ("lag-30", "lag-60")] == [200.0, 20.0]
+    assert list(sources)[:-2] == ["replay-150", "replay-200", *(f"expert-{c:g}" for c in safe_datasets.V1_SCALES)]
+    snapshot = policies / "hopper" / safe_datasets.LAGRANGIAN_DIR / "step_00000060.pt"
+    snapshot.write_bytes(snapshot.read_bytes() + b"x")
+    with pytest.raises(CtrlbenchError, match="does not match its manifest"):
+        safe_datasets.build("hopper", source_steps=40, policies_dir=policies, version=2, overwrite=True)
