@@ -12,19 +12,20 @@ linearly from `kappa_start` at update 0 to `kappa_end` at the last update: the s
 `cost_limit`, which that dual reads at every gradient step. Every `snapshot_every` env steps from `first_snapshot`
 on, the actor (about 290 KB) goes to `<out>/step_<env steps>.pt`, and a row with the budget and the last 10 training
 episodes' return and cost to `<out>/training.csv`; `<out>/manifest.json` lists the snapshots with their hashes, the
-learner and the schedule. A checkpoint under `work` at every snapshot makes an interrupted run resume (from the
-snapshot, with fresh episodes: not bit-identical to an uninterrupted run).
+learner and the schedule. A checkpoint under `work` every `snapshot_every` env steps makes an interrupted run resume
+(with fresh episodes: not bit-identical to an uninterrupted run).
 """
 
 from __future__ import annotations
 
 import csv
+import io
 import time
 from pathlib import Path
 
 from algorithms.core.checkpoint import load_checkpoint, save_checkpoint
 from algorithms.core.errors import CtrlbenchError
-from algorithms.core.io import atomic_torch_save, atomic_write_json, check_writable_dir
+from algorithms.core.io import atomic_torch_save, atomic_write_json, atomic_write_text, check_writable_dir
 from algorithms.core.seeding import capture_rng_state, restore_rng_state
 from algorithms.sac_lag import SACLagEpCost
 from runners.run import RunRequest, build_algorithm, prepare
@@ -69,20 +70,23 @@ def train(robot: str, out: Path, work: Path, steps: int = 150_000, kappa_start: 
     while algo.step < steps:
         ctx.cost_limit = kappa_at(algo.step, steps, kappa_start, kappa_end)
         metrics = algo.update()
-        if algo.step % snapshot_every == 0 and algo.step >= first_snapshot:
+        if algo.step % snapshot_every:
+            continue
+        if algo.step >= first_snapshot:
             path = out / f"step_{ctx.env_steps:08d}.pt"
             atomic_torch_save(path, {k: v.detach().cpu() for k, v in algo.sac.actor.state_dict().items()})
             rows.append({"env_steps": ctx.env_steps, "kappa": ctx.cost_limit, "file": path.name,
                          **{k: float(metrics[k]) for k in FIELDS[2:] if k in metrics}})
-            save_checkpoint(ckpt, {"algorithm": algo.state_dict(), "rng": capture_rng_state(),
-                                   "env_steps": ctx.env_steps, "rows": rows})
-            ret, cost, lam = (rows[-1].get(k, float("nan")) for k in FIELDS[2:])
-            log(f"{ctx.env_steps:7d} env steps  kappa {ctx.cost_limit:6.1f}  train episodes: return {ret:7.1f} "
-                f"cost {cost:6.1f}  lambda {lam:.2f}  ({time.time() - started:.0f} s)")
-    with open(out / "training.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=["file", *FIELDS])
-        writer.writeheader()
-        writer.writerows(rows)
+        save_checkpoint(ckpt, {"algorithm": algo.state_dict(), "rng": capture_rng_state(),
+                               "env_steps": ctx.env_steps, "rows": rows})
+        ret, cost, lam = (float(metrics.get(k, float("nan"))) for k in FIELDS[2:])
+        log(f"{ctx.env_steps:7d} env steps  kappa {ctx.cost_limit:6.1f}  train episodes: return {ret:7.1f} "
+            f"cost {cost:6.1f}  lambda {lam:.2f}  ({time.time() - started:.0f} s)")
+    table = io.StringIO()
+    writer = csv.DictWriter(table, fieldnames=["file", *FIELDS], lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_text(out / "training.csv", table.getvalue())
     manifest = {"robot": robot, "learner": ALGO, "task": task, "seed": seed, "updates": steps,
                 "budget_schedule": {"start": kappa_start, "end": kappa_end, "shape": "linear over the updates"},
                 "config": {k: list(v) if isinstance(v, tuple) else v for k, v in vars(algo.config).items()},
