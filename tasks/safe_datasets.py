@@ -41,7 +41,11 @@ Table 7; reference A2), so v1 drops every episode costing more than the robot's 
 where HalfCheetah's cost crosses that range (c = 0.52 .. 0.58) so that the kept data spreads over it as DSRL's
 annealed budget sweep does (its learner's budget moves from 250 down to 10). A source whose episodes all cost more
 contributes none (recorded with 0 episodes). On v0's own episodes the cap leaves 8.7% costly states and a floor of
-0.04 (`--max-episode-cost 250`).
+0.04 (`--max-episode-cost 250`). v2 adds DSRL's own recipe to v1's sources, under the same cap: the snapshots of a
+Lagrangian learner whose budget was swept from 250 down to 10 (`lag-<env steps>`, committed under
+tasks/policies/<robot>/lagrangian/ by runners/swept_lagrangian.py), rolled with sampled actions as the replay
+sources are. v1's safe episodes are the expert's with weaker torques (returns up to ~2,300 on HalfCheetah); the
+learner's run steadily under the threshold (up to ~2,800), as DSRL's safe episodes do.
 
 Metadata, as DSRL's `dsrl/infos.py`: `ref_min_score` / `ref_max_score` are the minimum and maximum episode reward
 of the data (MIN/MAX_EPISODE_REWARD; the offline safe tasks normalize rewards with them), `cost_min_score` /
@@ -136,9 +140,7 @@ def sac_core_sampled_policy(state: dict[str, torch.Tensor], max_action: float) -
 
     @torch.no_grad()
     def act(obs: np.ndarray, rngs: list[np.random.Generator]) -> np.ndarray:
-        out = actor.net(torch.as_tensor(np.asarray(obs, dtype=np.float32)))
-        mean, raw_log_std = out.split(act_dim, dim=-1)
-        log_std = (actor.log_std_multiplier * raw_log_std + actor.log_std_offset).clamp(-20.0, 2.0)
+        mean, log_std = actor.gaussian(actor.net(torch.as_tensor(np.asarray(obs, dtype=np.float32))))
         noise = torch.as_tensor(np.stack([r.standard_normal(act_dim) for r in rngs]).astype(np.float32))
         return (max_action * torch.tanh(mean + log_std.exp() * noise)).numpy()
 

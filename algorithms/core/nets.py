@@ -251,13 +251,17 @@ class TanhGaussianActor(nn.Module):
         self.act_dim = act_dim
         self.max_action = max_action
 
+    def gaussian(self, out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(mean, log std) of the pre-tanh Gaussian from the MLP's output `net(obs)`."""
+        mean, raw_log_std = out.split(self.act_dim, dim=-1)
+        return mean, (self.log_std_multiplier * raw_log_std + self.log_std_offset).clamp(-20.0, 2.0)
+
     def forward(self, obs: torch.Tensor, deterministic: bool = False, repeat: int | None = None
                 ) -> tuple[torch.Tensor, torch.Tensor]:
         out = self.net(obs)
         if repeat is not None:  # the MLP runs once per state; only the samples differ: (B, 2A) -> (B, repeat, 2A)
             out = out.unsqueeze(-2).expand(*out.shape[:-1], repeat, out.shape[-1])
-        mean, raw_log_std = out.split(self.act_dim, dim=-1)
-        log_std = (self.log_std_multiplier * raw_log_std + self.log_std_offset).clamp(-20.0, 2.0)
+        mean, log_std = self.gaussian(out)
         std = log_std.exp()
         z = mean if deterministic else mean + std * torch.randn_like(mean)
         normal_log_prob = -0.5 * ((z - mean) / std) ** 2 - log_std - 0.5 * math.log(2 * math.pi)
