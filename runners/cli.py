@@ -22,18 +22,16 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"ctrlbench: error: {message} (see `{self.prog} --help`)\n")
 
 
-CHECKPOINTS_ENV = "CTRLBENCH_CHECKPOINTS"
-CHECKPOINTS_HELP = (f"folder for resumable checkpoints and run locks, e.g. scratch space that outlives the results "
-                    f"folder's checkout (default: ${CHECKPOINTS_ENV}, else <results>/checkpoints)")
+CHECKPOINTS_HELP = ("folder for resumable checkpoints and run locks, e.g. scratch space that outlives the results "
+                    "folder's checkout (default: $CTRLBENCH_CHECKPOINTS, else <results>/checkpoints)")
 
 
 def _checkpoints(given: Path | None) -> Path | None:
     """--checkpoints (or the sweep file's `checkpoints`), else $CTRLBENCH_CHECKPOINTS, else None (the results
-    folder's own). Checkpoints are named by run id, which hashes the whole config, so one folder serves all."""
-    if given is not None:
-        return Path(given)
-    env = os.environ.get(CHECKPOINTS_ENV, "").strip()
-    return Path(env) if env else None
+    folder's own)."""
+    from runners.run import checkpoints_from_env
+
+    return checkpoints_from_env(given)
 
 
 def _add_run_protocol(p: argparse.ArgumentParser) -> None:

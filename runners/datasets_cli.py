@@ -172,14 +172,12 @@ def _download(args: argparse.Namespace) -> int:
 
 
 def _train_lagrangian(args: argparse.Namespace) -> int:
-    import os
-
+    from runners.run import checkpoints_from_env
     from runners.swept_lagrangian import train
     from tasks.behavior import POLICIES_DIR
     from tasks.safe_datasets import LAGRANGIAN_DIR
 
-    work = args.checkpoints or Path(os.environ.get("CTRLBENCH_CHECKPOINTS", "").strip()
-                                    or Path.home() / ".cache" / "ctrlbench" / "checkpoints")
+    work = checkpoints_from_env(args.checkpoints) or Path.home() / ".cache" / "ctrlbench" / "checkpoints"
     train(args.env, POLICIES_DIR / args.env / LAGRANGIAN_DIR, work, steps=args.steps, kappa_start=args.kappa_start,
           kappa_end=args.kappa_end, snapshot_every=args.snapshot_every, first_snapshot=args.first_snapshot,
           seed=args.seed, threads=args.threads)
