@@ -39,7 +39,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     lag = sub.add_parser("train-lagrangian",
                          help="train the budget-swept SAC-Lagrangian learner whose snapshots velocity-v2 rolls "
                               "(DSRL's recipe; about an hour of one core; resumable)")
-    lag.add_argument("--env", required=True, help="a velocity robot with committed behavior policies (halfcheetah)")
+    lag.add_argument("--env", required=True,
+                     help="a velocity robot with committed behavior policies (learners committed: halfcheetah, hopper)")
     lag.add_argument("--steps", type=int, default=150_000, help="env steps = updates (default: %(default)s)")
     lag.add_argument("--kappa-start", type=float, default=250.0, help="budget at the first update (DSRL: 250)")
     lag.add_argument("--kappa-end", type=float, default=10.0, help="budget at the last update (DSRL: 10)")
