@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from algorithms.core.errors import CtrlbenchError
+from runners.run_lock import checkpoints_from_env
 
 DEMO_TASK = "hopper-medium-v0"  # built on the fly (50k transitions) from the committed behavior policies
 
@@ -24,14 +25,6 @@ class _Parser(argparse.ArgumentParser):
 
 CHECKPOINTS_HELP = ("folder for resumable checkpoints and run locks, e.g. scratch space that outlives the results "
                     "folder's checkout (default: $CTRLBENCH_CHECKPOINTS, else <results>/checkpoints)")
-
-
-def _checkpoints(given: Path | None) -> Path | None:
-    """--checkpoints (or the sweep file's `checkpoints`), else $CTRLBENCH_CHECKPOINTS, else None (the results
-    folder's own)."""
-    from runners.run import checkpoints_from_env
-
-    return checkpoints_from_env(given)
 
 
 def _add_run_protocol(p: argparse.ArgumentParser) -> None:
@@ -100,7 +93,8 @@ def cmd_run(argv: list[str]) -> int:
         algo=args.algo, task=args.task, seed=args.seed, steps=args.steps, eval_every=args.eval_every,
         eval_every_env_steps=args.eval_every_env_steps, eval_episodes=args.eval_episodes,
         curve_episodes=args.curve_episodes, device=args.device,
-        results=args.results, checkpoint_every=args.checkpoint_every, checkpoints=_checkpoints(args.checkpoints),
+        results=args.results, checkpoint_every=args.checkpoint_every,
+        checkpoints=checkpoints_from_env(args.checkpoints),
         overwrite=args.overwrite,
         progress=False if args.no_progress else None, threads=args.threads, cuda_graphs=args.cuda_graphs,
         config_file=load_yaml_config(args.config) if args.config else {}, config_cli=cli_cfg,
@@ -260,7 +254,7 @@ def cmd_sweep(argv: list[str]) -> int:
                 "device", "results", "checkpoints", "cuda_graphs"):
         if getattr(args, key) is not None:
             values[key] = getattr(args, key)
-    values["checkpoints"] = _checkpoints(values.get("checkpoints"))
+    values["checkpoints"] = checkpoints_from_env(values.get("checkpoints"))
     if args.algos:
         values["algos"] = [a.strip() for a in args.algos.split(",") if a.strip()]
     if args.tasks:

@@ -173,7 +173,7 @@ def _download(args: argparse.Namespace) -> int:
 
 
 def _train_lagrangian(args: argparse.Namespace) -> int:
-    from runners.run import checkpoints_from_env
+    from runners.run_lock import checkpoints_from_env
     from runners.swept_lagrangian import train
     from tasks.behavior import POLICIES_DIR
     from tasks.safe_datasets import LAGRANGIAN_DIR

@@ -10,7 +10,6 @@ time (runners/run_lock.py); a second one stops at once with a one-line error.
 from __future__ import annotations
 
 import math
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -40,17 +39,6 @@ from tasks.datasets import dataset_metadata, load_transitions
 from tasks.protocol import CURVE_STREAM, FINAL_STREAM, WeightedPolicy, episode_seeds, protocol_for, reference_scores
 from tasks.registry import get_task
 from tasks.spec import TaskSpec
-
-CHECKPOINTS_ENV = "CTRLBENCH_CHECKPOINTS"
-
-
-def checkpoints_from_env(given: Path | None) -> Path | None:
-    """`given` (a --checkpoints flag or a sweep file's `checkpoints`), else $CTRLBENCH_CHECKPOINTS, else None.
-    Checkpoints are named by run id, which hashes the whole config, so one folder serves all runs."""
-    if given is not None:
-        return Path(given)
-    env = os.environ.get(CHECKPOINTS_ENV, "").strip()
-    return Path(env) if env else None
 
 
 @dataclass

@@ -20,6 +20,19 @@ except ImportError:  # pragma: no cover - Windows
     fcntl = None  # type: ignore[assignment]
 
 
+CHECKPOINTS_ENV = "CTRLBENCH_CHECKPOINTS"
+
+
+def checkpoints_from_env(given: Path | None) -> Path | None:
+    """The folder of checkpoints and run locks: `given` (a --checkpoints flag or a sweep file's `checkpoints`),
+    else $CTRLBENCH_CHECKPOINTS, else None (the results folder's own). Checkpoints are named by run id, which hashes
+    the whole config, so one folder serves all runs."""
+    if given is not None:
+        return Path(given)
+    env = os.environ.get(CHECKPOINTS_ENV, "").strip()
+    return Path(env) if env else None
+
+
 class RunBusy(CtrlbenchError):
     """Another live process holds this run's lock."""
 
