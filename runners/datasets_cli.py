@@ -37,7 +37,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                        help="after training, pick expert/medium snapshots and write the policies folder")
     train.add_argument("--select-only", action="store_true", help="only pick expert/medium from existing snapshots")
     lag = sub.add_parser("train-lagrangian",
-                         help="train the budget-swept SAC-Lagrangian learner whose snapshots velocity-v2 rolls "
+                         help="train the budget-swept SAC-Lagrangian learner whose snapshots velocity-v2 and v3 roll "
                               "(DSRL's recipe; about an hour of one core; resumable)")
     lag.add_argument("--env", required=True,
                      help="a velocity robot with committed behavior policies (learners committed: halfcheetah, hopper)")

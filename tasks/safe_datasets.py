@@ -45,7 +45,11 @@ contributes none (recorded with 0 episodes). On v0's own episodes the cap leaves
 Lagrangian learner whose budget was swept from 250 down to 10 (`lag-<env steps>`, committed under
 tasks/policies/<robot>/lagrangian/ by runners/swept_lagrangian.py), rolled with sampled actions as the replay
 sources are. v1's safe episodes are the expert's with weaker torques (returns up to ~2,300 on HalfCheetah); the
-learner's run steadily under the threshold (up to ~2,800), as DSRL's safe episodes do.
+learner's run steadily under the threshold (up to ~2,800), as DSRL's safe episodes do. v3 is DSRL's recipe alone:
+the learner's snapshots without v1's fixed sources, 20k transitions each, under the same cap. On Hopper the fixed
+sources (short, fast episodes: 75-92% of their states over the threshold) made 57.8% of v2's states costly and the
+offline Q-learning methods' dataset-state constraint infeasible (a floor of 9.87 against d = 4.0; docs/safe.md),
+where DSRL's data is the swept learner's episodes only (reference A3).
 
 Metadata, as DSRL's `dsrl/infos.py`: `ref_min_score` / `ref_max_score` are the minimum and maximum episode reward
 of the data (MIN/MAX_EPISODE_REWARD; the offline safe tasks normalize rewards with them), `cost_min_score` /
@@ -81,12 +85,16 @@ class VelocityRecipe:
     stream: int  # the seed stream of the version's episodes (the locomotion kinds use 11-14)
     dsrl_cost_cap: bool  # drop the episodes costing more than DSRL_MAX_EPISODE_COST[robot]
     lagrangian: bool = False  # add the budget-swept Lagrangian learner's snapshots (tasks/policies/<robot>/lagrangian)
+    fixed_sources: bool = True  # roll the replay snapshots and the scaled expert (v3: the learner's snapshots alone)
+    source_steps: int = SOURCE_STEPS  # transitions per source, before the cost cap
 
 
 V1_SCALES = (0.5, 0.52, 0.53, 0.54, 0.55, 0.56, 0.57, 0.58, 0.6, 0.7, 0.85, 1.0)
 RECIPES = {0: VelocityRecipe((0.5, 0.53, 0.56, 0.6, 0.7, 0.85, 1.0), stream=31, dsrl_cost_cap=False),
            1: VelocityRecipe(V1_SCALES, stream=32, dsrl_cost_cap=True),
-           2: VelocityRecipe(V1_SCALES, stream=33, dsrl_cost_cap=True, lagrangian=True)}
+           2: VelocityRecipe(V1_SCALES, stream=33, dsrl_cost_cap=True, lagrangian=True),
+           3: VelocityRecipe((), stream=34, dsrl_cost_cap=True, lagrangian=True, fixed_sources=False,
+                             source_steps=2 * SOURCE_STEPS)}
 LAGRANGIAN_DIR = "lagrangian"  # under tasks/policies/<robot>/: runners/swept_lagrangian.py writes it
 LATEST = 1
 
@@ -204,9 +212,12 @@ def whole(episode: Episode, horizon: int) -> bool:
     return bool(episode.terminations[-1]) or len(episode.rewards) >= horizon
 
 
-def build(robot: str, seed: int = 0, overwrite: bool = False, source_steps: int = SOURCE_STEPS,
+def build(robot: str, seed: int = 0, overwrite: bool = False, source_steps: int | None = None,
           policies_dir: Path = POLICIES_DIR, version: int = LATEST) -> str:
+    """Roll every source of the version's recipe and write the dataset; `source_steps` overrides the recipe's
+    transitions per source (the tests' tiny builds)."""
     recipe_spec = recipe_of(version)
+    source_steps = recipe_spec.source_steps if source_steps is None else source_steps
     did = velocity_dataset_id(robot, version)
     if dataset_exists(did) and not overwrite:
         raise CtrlbenchError(f"dataset {did} already exists; pass --overwrite to rebuild it")
@@ -221,7 +232,7 @@ def build(robot: str, seed: int = 0, overwrite: bool = False, source_steps: int 
     horizon = env.spec.max_episode_steps
     episodes: list[Episode] = []
     recipe: dict[str, dict] = {}
-    every = sources(robot, policies, recipe_spec.action_scales)
+    every = sources(robot, policies, recipe_spec.action_scales) if recipe_spec.fixed_sources else []
     if recipe_spec.lagrangian:
         every += lagrangian_sources(robot, policies, float(env.action_space.high.flat[0]))
     for k, (name, policy, entry) in enumerate(every):
@@ -240,8 +251,10 @@ def build(robot: str, seed: int = 0, overwrite: bool = False, source_steps: int 
     costs = np.array([ep.costs.sum() for ep in episodes])
     write_minari_dataset(
         did, episodes, env, eval_env=make(), ref_min_score=float(rewards.min()), ref_max_score=float(rewards.max()),
-        algorithm_name="committed SAC snapshots, and the expert with scaled actions, in the velocity-v1 env"
-                       + (", and a budget-swept SAC-Lagrangian learner's snapshots" if recipe_spec.lagrangian else ""),
+        algorithm_name=("committed SAC snapshots, and the expert with scaled actions, in the velocity-v1 env"
+                        + (", and a budget-swept SAC-Lagrangian learner's snapshots" if recipe_spec.lagrangian else "")
+                        if recipe_spec.fixed_sources  # (v0-v2's words kept: the metadata is part of the records' ids)
+                        else "a budget-swept SAC-Lagrangian learner's snapshots in the velocity-v1 env"),
         description=f"ctrlbench cost-labelled {robot} velocity dataset: {len(episodes)} episodes across the "
                     "reward-cost trade-off (DSRL-style)"
                     + (f", each costing at most {cap:g} (DSRL's range)" if recipe_spec.dsrl_cost_cap else ""),

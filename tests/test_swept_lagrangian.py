@@ -90,7 +90,7 @@ def fake_lagrangian(policies: Path, robot: str = "hopper", obs_dim: int = 11, ac
     (folder / "manifest.json").write_text(json.dumps({"snapshots": snaps}))
 
 
-def test_v2_adds_the_learners_snapshots_to_v1s_sources(tmp_path: Path, monkeypatch) -> None:
+def test_v2_adds_the_learners_snapshots_to_v1s_sources_and_v3_holds_them_alone(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path / "minari"))
     monkeypatch.setitem(velocity_cost.ROBOTS, "hopper", velocity_cost.ROBOTS["hopper"]._replace(threshold=0.05))
     policies = fake_policies(tmp_path / "policies")
@@ -103,6 +103,10 @@ def test_v2_adds_the_learners_snapshots_to_v1s_sources(tmp_path: Path, monkeypat
     assert list(sources)[-2:] == ["lag-30", "lag-60"]
     assert [sources[k]["learner_budget"] for k in ("lag-30", "lag-60")] == [200.0, 20.0]
     assert list(sources)[:-2] == ["replay-150", "replay-200", *(f"expert-{c:g}" for c in safe_datasets.V1_SCALES)]
+    v3 = safe_datasets.build("hopper", source_steps=40, policies_dir=policies, version=3)  # the learner alone
+    assert v3 == "ctrlbench/hopper/velocity-v3"
+    assert list(load_transitions(v3).metadata["ctrlbench_recipe"]["sources"]) == ["lag-30", "lag-60"]
+    assert safe_datasets.RECIPES[3].source_steps == 2 * safe_datasets.RECIPES[2].source_steps
     snapshot = policies / "hopper" / safe_datasets.LAGRANGIAN_DIR / "step_00000060.pt"
     snapshot.write_bytes(snapshot.read_bytes() + b"x")
     with pytest.raises(CtrlbenchError, match="does not match its manifest"):
