@@ -44,6 +44,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     lag.add_argument("--steps", type=int, default=150_000, help="env steps = updates (default: %(default)s)")
     lag.add_argument("--kappa-start", type=float, default=250.0, help="budget at the first update (DSRL: 250)")
     lag.add_argument("--kappa-end", type=float, default=10.0, help="budget at the last update (DSRL: 10)")
+    lag.add_argument("--anneal-start", type=int, default=0,
+                     help="update at which the budget starts to move (default: 0; DSRL: 27%% of its epochs)")
+    lag.add_argument("--anneal-end", type=int, default=None,
+                     help="update at which it reaches --kappa-end (default: the last; DSRL: 83%% of its epochs)")
+    lag.add_argument("--folder", default=None,
+                     help="folder under tasks/policies/<env>/ for the snapshots (default: lagrangian, the learner "
+                          "velocity-v2 and v3 roll)")
     lag.add_argument("--snapshot-every", type=int, default=10_000)
     lag.add_argument("--first-snapshot", type=int, default=30_000, help="no snapshot before this many env steps")
     lag.add_argument("--seed", type=int, default=0)
@@ -179,9 +186,12 @@ def _train_lagrangian(args: argparse.Namespace) -> int:
     from tasks.safe_datasets import LAGRANGIAN_DIR
 
     work = checkpoints_from_env(args.checkpoints) or Path.home() / ".cache" / "ctrlbench" / "checkpoints"
-    train(args.env, POLICIES_DIR / args.env / LAGRANGIAN_DIR, work, steps=args.steps, kappa_start=args.kappa_start,
+    folder = args.folder or LAGRANGIAN_DIR
+    if Path(folder).name != folder or folder in (".", ".."):
+        raise CtrlbenchError(f"--folder must be a plain folder name, got {folder!r}")
+    train(args.env, POLICIES_DIR / args.env / folder, work, steps=args.steps, kappa_start=args.kappa_start,
           kappa_end=args.kappa_end, snapshot_every=args.snapshot_every, first_snapshot=args.first_snapshot,
-          seed=args.seed, threads=args.threads)
+          seed=args.seed, threads=args.threads, anneal_start=args.anneal_start, anneal_end=args.anneal_end)
     return 0
 
 

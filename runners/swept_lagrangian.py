@@ -8,12 +8,16 @@ HalfCheetah where SAC-Lag's reach ~2,800; docs/safe.md).
 
 Here the learner is `sac_lag_epcost` (algorithms/sac_lag.py: its dual compares the last 10 training episodes' cost
 with kappa, the on-policy Lagrangian methods' signal), on the task `<robot>-velocity-k<end>-v0`, with kappa moved
-linearly from `kappa_start` at update 0 to `kappa_end` at the last update: the script sets the context's
-`cost_limit`, which that dual reads at every gradient step. Every `snapshot_every` env steps from `first_snapshot`
+linearly from `kappa_start` at update `anneal_start` (default 0) to `kappa_end` at update `anneal_end` (default: the
+last update) and held outside that stretch: the script sets the context's `cost_limit`, which that dual reads at
+every gradient step. DSRL holds the start budget for the first 27% of its epochs (Hopper: 800 of 3000) and reaches
+the end budget at 83% (2500), so its learner is competent before the budget tightens; `anneal_start`/`anneal_end`
+give that shape. Every `snapshot_every` env steps from `first_snapshot`
 on, the actor (about 290 KB) goes to `<out>/step_<env steps>.pt`, and a row with the budget and the last 10 training
 episodes' return and cost to `<out>/training.csv`; `<out>/manifest.json` lists the snapshots with their hashes, the
 learner and the schedule. A checkpoint under `work` every `snapshot_every` env steps makes an interrupted run resume
-(with fresh episodes: not bit-identical to an uninterrupted run).
+(with fresh episodes: not bit-identical to an uninterrupted run); the checkpoint is named after the output folder and
+holds the schedule, and a resume under another schedule is a one-line error.
 """
 
 from __future__ import annotations
@@ -35,18 +39,25 @@ ALGO = "sac_lag_epcost"
 FIELDS = ("env_steps", "kappa", "train_episode_return", "train_episode_cost", "lambda")
 
 
-def kappa_at(step: int, steps: int, start: float, end: float) -> float:
-    """The budget of update `step` of `steps`: linear from `start` (step 0) to `end` (the last update)."""
-    return start + (end - start) * min(step, steps) / max(steps, 1)
+def kappa_at(step: int, anneal_end: int, start: float, end: float, anneal_start: int = 0) -> float:
+    """The budget of update `step`: `start` until `anneal_start`, linear to `end` at `anneal_end`, then `end`."""
+    span = anneal_end - anneal_start
+    return start + (end - start) * min(max(step - anneal_start, 0), span) / max(span, 1)
 
 
 def train(robot: str, out: Path, work: Path, steps: int = 150_000, kappa_start: float = 250.0,
           kappa_end: float = 10.0, snapshot_every: int = 10_000, first_snapshot: int = 30_000, seed: int = 0,
-          threads: int = 1, overrides: dict | None = None, log=print) -> dict:
+          threads: int = 1, overrides: dict | None = None, anneal_start: int = 0, anneal_end: int | None = None,
+          log=print) -> dict:
+    anneal_end = steps if anneal_end is None else anneal_end
     if steps < 1 or snapshot_every < 1 or first_snapshot < 0:
         raise CtrlbenchError("steps and snapshot_every must be >= 1 and first_snapshot >= 0")
     if kappa_start < 0 or kappa_end < 0:
         raise CtrlbenchError(f"budgets must be >= 0, got {kappa_start:g} -> {kappa_end:g}")
+    if not 0 <= anneal_start <= anneal_end <= steps:
+        raise CtrlbenchError(f"the anneal must lie within the updates: 0 <= start <= end <= {steps}, got "
+                             f"{anneal_start} .. {anneal_end}")
+    schedule = {"start": kappa_start, "end": kappa_end, "anneal_start": anneal_start, "anneal_end": anneal_end}
     task = f"{robot}-velocity-k{kappa_end:g}-v0"
     req = RunRequest(algo=ALGO, task=task, seed=seed, steps=steps, threads=threads, device="cpu",
                      config_cli=dict(overrides or {}))
@@ -57,10 +68,13 @@ def train(robot: str, out: Path, work: Path, steps: int = 150_000, kappa_start: 
     work.mkdir(parents=True, exist_ok=True)
     algo, ctx = build_algorithm(req, p)
     assert isinstance(algo, SACLagEpCost)  # its dual reads ctx.cost_limit at every step: what the sweep moves
-    ckpt = work / f"swept_lagrangian_{robot}_s{seed}.pt"
+    ckpt = work / f"swept_lagrangian_{robot}_{out.name}_s{seed}.pt"
     rows: list[dict] = []
     if ckpt.exists():
         state = load_checkpoint(ckpt)
+        if state.get("schedule", schedule) != schedule:
+            raise CtrlbenchError(f"{ckpt} was trained under the budget schedule {state['schedule']}, not {schedule}; "
+                                 "move it away to start afresh")
         algo.load_state_dict(state["algorithm"])
         restore_rng_state(state["rng"])
         ctx.env_steps, rows = int(state["env_steps"]), list(state["rows"])
@@ -68,7 +82,7 @@ def train(robot: str, out: Path, work: Path, steps: int = 150_000, kappa_start: 
     started = time.time()
     metrics: dict = {}
     while algo.step < steps:
-        ctx.cost_limit = kappa_at(algo.step, steps, kappa_start, kappa_end)
+        ctx.cost_limit = kappa_at(algo.step, anneal_end, kappa_start, kappa_end, anneal_start)
         metrics = algo.update()
         if algo.step % snapshot_every:
             continue
@@ -78,7 +92,7 @@ def train(robot: str, out: Path, work: Path, steps: int = 150_000, kappa_start: 
             rows.append({"env_steps": ctx.env_steps, "kappa": ctx.cost_limit, "file": path.name,
                          **{k: float(metrics[k]) for k in FIELDS[2:] if k in metrics}})
         save_checkpoint(ckpt, {"algorithm": algo.state_dict(), "rng": capture_rng_state(),
-                               "env_steps": ctx.env_steps, "rows": rows})
+                               "env_steps": ctx.env_steps, "rows": rows, "schedule": schedule})
         ret, cost, lam = (float(metrics.get(k, float("nan"))) for k in FIELDS[2:])
         log(f"{ctx.env_steps:7d} env steps  kappa {ctx.cost_limit:6.1f}  train episodes: return {ret:7.1f} "
             f"cost {cost:6.1f}  lambda {lam:.2f}  ({time.time() - started:.0f} s)")
@@ -88,7 +102,9 @@ def train(robot: str, out: Path, work: Path, steps: int = 150_000, kappa_start: 
     writer.writerows(rows)
     atomic_write_text(out / "training.csv", table.getvalue())
     manifest = {"robot": robot, "learner": ALGO, "task": task, "seed": seed, "updates": steps,
-                "budget_schedule": {"start": kappa_start, "end": kappa_end, "shape": "linear over the updates"},
+                "budget_schedule": ({"start": kappa_start, "end": kappa_end, "shape": "linear over the updates"}
+                                    if (anneal_start, anneal_end) == (0, steps) else
+                                    {**schedule, "shape": "held, linear from anneal_start to anneal_end, held"}),
                 "config": {k: list(v) if isinstance(v, tuple) else v for k, v in vars(algo.config).items()},
                 "snapshots": [{**r, "sha256": file_sha256(out / r["file"])} for r in rows]}
     atomic_write_json(out / "manifest.json", manifest)

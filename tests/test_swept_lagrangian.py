@@ -29,6 +29,9 @@ def test_the_budget_moves_linearly_from_start_to_end() -> None:
     assert kappa_at(50, 100, 250.0, 10.0) == pytest.approx(130.0)
     assert kappa_at(100, 100, 250.0, 10.0) == 10.0
     assert kappa_at(500, 100, 250.0, 10.0) == 10.0  # held at the end
+    # DSRL's shape: held at the start budget, annealed over a middle stretch, held at the end budget
+    assert [kappa_at(s, 80, 250.0, 10.0, anneal_start=20) for s in (0, 20, 50, 80, 100)] == pytest.approx(
+        [250.0, 250.0, 130.0, 10.0, 10.0])
 
 
 def test_the_dual_reads_the_budget_the_sweep_sets(monkeypatch) -> None:
@@ -61,6 +64,10 @@ def test_a_tiny_sweep_writes_hashed_snapshots_and_resumes(tmp_path: Path) -> Non
     assert again["snapshots"] == snaps
     with pytest.raises(CtrlbenchError, match="budgets must be >= 0"):
         train("halfcheetah", out, work, **{**kw, "kappa_start": -1.0})
+    with pytest.raises(CtrlbenchError, match="trained under the budget schedule"):  # the checkpoint holds it
+        train("halfcheetah", out, work, **{**kw, "anneal_start": 20})
+    with pytest.raises(CtrlbenchError, match="within the updates"):
+        train("halfcheetah", out, work, **{**kw, "anneal_end": 61})
 
 
 def test_the_sac_core_snapshot_samples_as_the_learner_does() -> None:
