@@ -16,8 +16,9 @@ give that shape. Every `snapshot_every` env steps from `first_snapshot`
 on, the actor (about 290 KB) goes to `<out>/step_<env steps>.pt`, and a row with the budget and the last 10 training
 episodes' return and cost to `<out>/training.csv`; `<out>/manifest.json` lists the snapshots with their hashes, the
 learner and the schedule. A checkpoint under `work` every `snapshot_every` env steps makes an interrupted run resume
-(with fresh episodes: not bit-identical to an uninterrupted run); the checkpoint is named after the output folder and
-holds the schedule, and a resume under another schedule is a one-line error.
+(with fresh episodes: not bit-identical to an uninterrupted run); the checkpoint is named after the output folder,
+holds the schedule (a resume under another schedule is a one-line error) and a copy of every snapshot, which a
+resume writes back where the output folder lacks it (a fresh work tree).
 """
 
 from __future__ import annotations
@@ -45,6 +46,18 @@ def kappa_at(step: int, anneal_end: int, start: float, end: float, anneal_start:
     return start + (end - start) * min(max(step - anneal_start, 0), span) / max(span, 1)
 
 
+def restore_snapshots(out: Path, rows: list[dict], snapshots: dict[str, dict], ckpt: Path) -> None:
+    """Rewrite the snapshots a resumed run logged but `out` lacks (a fresh work tree) from the checkpoint's copies."""
+    for row in rows:
+        path = out / row["file"]
+        if path.exists():
+            continue
+        if row["file"] not in snapshots:
+            raise CtrlbenchError(f"{path} is missing and {ckpt} holds no copy of it (written by an older version); "
+                                 "restore the file or move the checkpoint away to start afresh")
+        atomic_torch_save(path, snapshots[row["file"]])
+
+
 def train(robot: str, out: Path, work: Path, steps: int = 150_000, kappa_start: float = 250.0,
           kappa_end: float = 10.0, snapshot_every: int = 10_000, first_snapshot: int = 30_000, seed: int = 0,
           threads: int = 1, overrides: dict | None = None, anneal_start: int = 0, anneal_end: int | None = None,
@@ -70,6 +83,7 @@ def train(robot: str, out: Path, work: Path, steps: int = 150_000, kappa_start: 
     assert isinstance(algo, SACLagEpCost)  # its dual reads ctx.cost_limit at every step: what the sweep moves
     ckpt = work / f"swept_lagrangian_{robot}_{out.name}_s{seed}.pt"
     rows: list[dict] = []
+    snapshots: dict[str, dict] = {}  # every snapshot, also in the checkpoint: a fresh work tree can resume
     if ckpt.exists():
         state = load_checkpoint(ckpt)
         if state.get("schedule", schedule) != schedule:
@@ -78,6 +92,8 @@ def train(robot: str, out: Path, work: Path, steps: int = 150_000, kappa_start: 
         algo.load_state_dict(state["algorithm"])
         restore_rng_state(state["rng"])
         ctx.env_steps, rows = int(state["env_steps"]), list(state["rows"])
+        snapshots = dict(state.get("snapshots", {}))
+        restore_snapshots(out, rows, snapshots, ckpt)
         log(f"resuming at update {algo.step} ({ckpt})")
     started = time.time()
     metrics: dict = {}
@@ -88,11 +104,13 @@ def train(robot: str, out: Path, work: Path, steps: int = 150_000, kappa_start: 
             continue
         if algo.step >= first_snapshot:
             path = out / f"step_{ctx.env_steps:08d}.pt"
-            atomic_torch_save(path, {k: v.detach().cpu() for k, v in algo.sac.actor.state_dict().items()})
+            snapshots[path.name] = {k: v.detach().cpu().clone() for k, v in algo.sac.actor.state_dict().items()}
+            atomic_torch_save(path, snapshots[path.name])
             rows.append({"env_steps": ctx.env_steps, "kappa": ctx.cost_limit, "file": path.name,
                          **{k: float(metrics[k]) for k in FIELDS[2:] if k in metrics}})
         save_checkpoint(ckpt, {"algorithm": algo.state_dict(), "rng": capture_rng_state(),
-                               "env_steps": ctx.env_steps, "rows": rows, "schedule": schedule})
+                               "env_steps": ctx.env_steps, "rows": rows, "schedule": schedule,
+                               "snapshots": snapshots})
         ret, cost, lam = (float(metrics.get(k, float("nan"))) for k in FIELDS[2:])
         log(f"{ctx.env_steps:7d} env steps  kappa {ctx.cost_limit:6.1f}  train episodes: return {ret:7.1f} "
             f"cost {cost:6.1f}  lambda {lam:.2f}  ({time.time() - started:.0f} s)")

@@ -15,7 +15,7 @@ import torch
 from algorithms.core.errors import CtrlbenchError
 from algorithms.core.nets import TanhGaussianActor
 from runners.run import RunRequest, build_algorithm, prepare
-from runners.swept_lagrangian import kappa_at, train
+from runners.swept_lagrangian import kappa_at, restore_snapshots, train
 from tasks import safe_datasets, velocity_cost
 from tasks.behavior import file_sha256
 from tasks.datasets import load_transitions
@@ -60,8 +60,11 @@ def test_a_tiny_sweep_writes_hashed_snapshots_and_resumes(tmp_path: Path) -> Non
     with open(out / "training.csv") as f:
         assert [int(r["env_steps"]) for r in csv.DictReader(f)] == [40, 60]
     (out / "manifest.json").unlink()
+    (out / snaps[0]["file"]).unlink()  # a fresh work tree: the checkpoint's copy comes back, byte for byte
     again = train("halfcheetah", out, work, **kw)  # resumes from the checkpoint at the end: nothing to train
     assert again["snapshots"] == snaps
+    with pytest.raises(CtrlbenchError, match="holds no copy"):  # an older checkpoint, without the copies
+        restore_snapshots(out, [{"file": "step_00000020.pt"}], {}, work / "old.pt")
     with pytest.raises(CtrlbenchError, match="budgets must be >= 0"):
         train("halfcheetah", out, work, **{**kw, "kappa_start": -1.0})
     with pytest.raises(CtrlbenchError, match="trained under the budget schedule"):  # the checkpoint holds it
