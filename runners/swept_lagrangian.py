@@ -28,6 +28,8 @@ import io
 import time
 from pathlib import Path
 
+import torch
+
 from algorithms.core.checkpoint import load_checkpoint, save_checkpoint
 from algorithms.core.errors import CtrlbenchError
 from algorithms.core.io import atomic_torch_save, atomic_write_json, atomic_write_text, check_writable_dir
@@ -47,10 +49,12 @@ def kappa_at(step: int, anneal_end: int, start: float, end: float, anneal_start:
 
 
 def restore_snapshots(out: Path, rows: list[dict], snapshots: dict[str, dict], ckpt: Path) -> None:
-    """Rewrite the snapshots a resumed run logged but `out` lacks (a fresh work tree) from the checkpoint's copies."""
+    """Rewrite the snapshots a resumed run logged but `out` lacks (a fresh work tree) from the checkpoint's copies,
+    and copy into `snapshots` the files a checkpoint of an older version did not keep."""
     for row in rows:
         path = out / row["file"]
         if path.exists():
+            snapshots.setdefault(row["file"], torch.load(path, map_location="cpu", weights_only=True))
             continue
         if row["file"] not in snapshots:
             raise CtrlbenchError(f"{path} is missing and {ckpt} holds no copy of it (written by an older version); "
