@@ -25,8 +25,8 @@ Without c = 0.5 BC-Safe paid cost 70-90: the safe episodes of c = 0.53 and of th
 unsafe gait. Earlier recipes slowed the robots with uniform-random or Gaussian action noise: BC on that data stood
 still (the mean action of noisy data at the standing-still states is about 0), so no uniform-random source either;
 DSRL's data has none.
-Each source rolls `SOURCE_STEPS` transitions (whole episodes, the last one cut to fit and marked truncated; v1 then
-drops the episodes over its cost cap and a cut last one),
+Each source rolls its recipe's `source_steps` transitions (`SOURCE_STEPS`; v3 twice that): whole episodes, the last
+one cut to fit and marked truncated; v1 on drops the episodes over its cost cap and a cut last one;
 seeded per (seed, source, episode) as the locomotion factory's episodes. The policies were trained on the v5 env;
 v4 has the same observations and dynamics up to v5's changed defaults, which is why speeds, not returns, are what
 the recipe relies on. Deviation from DSRL: a few fixed policies and their scaled versions instead of a budget-swept
