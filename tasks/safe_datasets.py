@@ -49,7 +49,13 @@ learner's run steadily under the threshold (up to ~2,800), as DSRL's safe episod
 the learner's snapshots without v1's fixed sources, 20k transitions each, under the same cap. On Hopper the fixed
 sources (short, fast episodes: 75-92% of their states over the threshold) made 57.8% of v2's states costly and the
 offline Q-learning methods' dataset-state constraint infeasible (a floor of 9.87 against d = 4.0; docs/safe.md),
-where DSRL's data is the swept learner's episodes only (reference A3).
+where DSRL's data is the swept learner's episodes only (reference A3). v4 is v3's recipe on a second learner
+whose budget sweep has DSRL's shape (reference A3: the start budget held for the first 27% of the epochs, annealed
+to the end budget by 83%): 250 held for 160k of 600k env steps, annealed to 10 by 500k, held there (`ctrlbench
+datasets train-lagrangian --env hopper --steps 600000 --anneal-start 160000 --anneal-end 500000 --folder
+lagrangian-dsrl --first-snapshot 100000`; the schedule is in its manifest). v3's learner (150k steps, its budget
+falling from the first update) never ran fast, so v3 lacks the fast, costly gaits of DSRL's data, and BC-All was safe
+on it (docs/safe.md).
 
 Metadata, as DSRL's `dsrl/infos.py`: `ref_min_score` / `ref_max_score` are the minimum and maximum episode reward
 of the data (MIN/MAX_EPISODE_REWARD; the offline safe tasks normalize rewards with them), `cost_min_score` /
@@ -87,6 +93,7 @@ class VelocityRecipe:
     lagrangian: bool = False  # add the budget-swept Lagrangian learner's snapshots (tasks/policies/<robot>/lagrangian)
     fixed_sources: bool = True  # roll the replay snapshots and the scaled expert (v3: the learner's snapshots alone)
     source_steps: int = SOURCE_STEPS  # transitions per source, before the cost cap
+    learner_dir: str = "lagrangian"  # the learner's folder under tasks/policies/<robot>/ (v4: "lagrangian-dsrl")
 
 
 V1_SCALES = (0.5, 0.52, 0.53, 0.54, 0.55, 0.56, 0.57, 0.58, 0.6, 0.7, 0.85, 1.0)
@@ -94,8 +101,10 @@ RECIPES = {0: VelocityRecipe((0.5, 0.53, 0.56, 0.6, 0.7, 0.85, 1.0), stream=31, 
            1: VelocityRecipe(V1_SCALES, stream=32, dsrl_cost_cap=True),
            2: VelocityRecipe(V1_SCALES, stream=33, dsrl_cost_cap=True, lagrangian=True),
            3: VelocityRecipe((), stream=34, dsrl_cost_cap=True, lagrangian=True, fixed_sources=False,
-                             source_steps=2 * SOURCE_STEPS)}
-LAGRANGIAN_DIR = "lagrangian"  # under tasks/policies/<robot>/: runners/swept_lagrangian.py writes it
+                             source_steps=2 * SOURCE_STEPS),
+           4: VelocityRecipe((), stream=35, dsrl_cost_cap=True, lagrangian=True, fixed_sources=False,
+                             source_steps=2 * SOURCE_STEPS, learner_dir="lagrangian-dsrl")}
+LAGRANGIAN_DIR = "lagrangian"  # under tasks/policies/<robot>/: runners/swept_lagrangian.py writes it by default
 LATEST = 1
 
 
@@ -160,14 +169,15 @@ def last_layer(state: dict[str, torch.Tensor]) -> int:
     return max(int(k.split(".")[1]) for k in state if k.startswith("net.") and k.endswith(".weight"))
 
 
-def lagrangian_sources(robot: str, policies: BehaviorPolicies, max_action: float
+def lagrangian_sources(robot: str, policies: BehaviorPolicies, max_action: float, learner_dir: str = LAGRANGIAN_DIR
                        ) -> list[tuple[str, BatchPolicy, dict]]:
     """The budget-swept learner's snapshots, checked against their manifest, each rolled with sampled actions."""
-    folder = policies.folder / LAGRANGIAN_DIR
+    folder = policies.folder / learner_dir
     manifest_path = folder / "manifest.json"
     if not manifest_path.exists():
+        folder_flag = "" if learner_dir == LAGRANGIAN_DIR else f" --folder {learner_dir}"
         raise CtrlbenchError(f"no budget-swept Lagrangian learner for {robot} under {folder}; train it with "
-                             f"`ctrlbench datasets train-lagrangian --env {robot}`")
+                             f"`ctrlbench datasets train-lagrangian --env {robot}{folder_flag}`")
     manifest = json.loads(manifest_path.read_text())
     out = []
     for entry in manifest["snapshots"]:
@@ -176,7 +186,7 @@ def lagrangian_sources(robot: str, policies: BehaviorPolicies, max_action: float
             raise CtrlbenchError(f"{path} is missing or does not match its manifest's hash")
         state = torch.load(path, map_location="cpu", weights_only=True)
         out.append((f"lag-{entry['env_steps']}", sac_core_sampled_policy(state, max_action),
-                    {"policy": f"tasks/policies/{robot}/{LAGRANGIAN_DIR}/{entry['file']}",
+                    {"policy": f"tasks/policies/{robot}/{learner_dir}/{entry['file']}",
                      "policy_sha256": entry["sha256"], "learner_budget": entry["kappa"]}))
     return out
 
@@ -234,7 +244,7 @@ def build(robot: str, seed: int = 0, overwrite: bool = False, source_steps: int 
     recipe: dict[str, dict] = {}
     every = sources(robot, policies, recipe_spec.action_scales) if recipe_spec.fixed_sources else []
     if recipe_spec.lagrangian:
-        every += lagrangian_sources(robot, policies, float(env.action_space.high.flat[0]))
+        every += lagrangian_sources(robot, policies, float(env.action_space.high.flat[0]), recipe_spec.learner_dir)
     for k, (name, policy, entry) in enumerate(every):
         rolled = collect(robot, policy, source_steps, seed, recipe_spec.stream * 1000 + k, make_env=make)
         eps = [ep for ep in rolled if ep.costs.sum() <= cap and (not recipe_spec.dsrl_cost_cap or whole(ep, horizon))]

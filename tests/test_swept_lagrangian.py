@@ -88,8 +88,9 @@ def test_the_sac_core_snapshot_samples_as_the_learner_does() -> None:
     np.testing.assert_allclose(policy(obs, rngs), expected, rtol=1e-6)
 
 
-def fake_lagrangian(policies: Path, robot: str = "hopper", obs_dim: int = 11, act_dim: int = 3) -> None:
-    folder = policies / robot / safe_datasets.LAGRANGIAN_DIR
+def fake_lagrangian(policies: Path, robot: str = "hopper", obs_dim: int = 11, act_dim: int = 3,
+                    learner_dir: str = safe_datasets.LAGRANGIAN_DIR) -> None:
+    folder = policies / robot / learner_dir
     folder.mkdir(parents=True)
     snaps = []
     for step, kappa in ((30, 200.0), (60, 20.0)):
@@ -100,7 +101,7 @@ def fake_lagrangian(policies: Path, robot: str = "hopper", obs_dim: int = 11, ac
     (folder / "manifest.json").write_text(json.dumps({"snapshots": snaps}))
 
 
-def test_v2_adds_the_learners_snapshots_to_v1s_sources_and_v3_holds_them_alone(tmp_path: Path, monkeypatch) -> None:
+def test_v2_adds_the_learners_snapshots_to_v1s_and_v3_v4_hold_a_learner_alone(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path / "minari"))
     monkeypatch.setitem(velocity_cost.ROBOTS, "hopper", velocity_cost.ROBOTS["hopper"]._replace(threshold=0.05))
     policies = fake_policies(tmp_path / "policies")
@@ -117,6 +118,13 @@ def test_v2_adds_the_learners_snapshots_to_v1s_sources_and_v3_holds_them_alone(t
     assert v3 == "ctrlbench/hopper/velocity-v3"
     assert list(load_transitions(v3).metadata["ctrlbench_recipe"]["sources"]) == ["lag-30", "lag-60"]
     assert safe_datasets.RECIPES[3].source_steps == 2 * safe_datasets.RECIPES[2].source_steps
+    with pytest.raises(CtrlbenchError, match="train-lagrangian --env hopper --folder lagrangian-dsrl"):
+        safe_datasets.build("hopper", source_steps=40, policies_dir=policies, version=4)  # v4: the second learner
+    fake_lagrangian(policies, learner_dir="lagrangian-dsrl")
+    v4 = load_transitions(safe_datasets.build("hopper", source_steps=40, policies_dir=policies, version=4))
+    assert {k: v["policy"] for k, v in v4.metadata["ctrlbench_recipe"]["sources"].items()} == {
+        "lag-30": "tasks/policies/hopper/lagrangian-dsrl/step_00000030.pt",
+        "lag-60": "tasks/policies/hopper/lagrangian-dsrl/step_00000060.pt"}
     snapshot = policies / "hopper" / safe_datasets.LAGRANGIAN_DIR / "step_00000060.pt"
     snapshot.write_bytes(snapshot.read_bytes() + b"x")
     with pytest.raises(CtrlbenchError, match="does not match its manifest"):
