@@ -51,12 +51,17 @@ def uniform_policy(space: gym.spaces.Box) -> BatchPolicy:
 
 def sampled_policy(actor: SquashedGaussianActor) -> BatchPolicy:
     """Actions sampled from the SAC policy (tanh of a Gaussian), noise drawn from each episode's RNG."""
+    return noise_driven(actor.mu.out_features, actor.act)
 
-    def act(obs: np.ndarray, rngs: list[np.random.Generator]) -> np.ndarray:
-        noise = np.stack([r.standard_normal(actor.mu.out_features) for r in rngs]).astype(np.float32)
-        return actor.act(obs, noise)
 
-    return act
+def noise_driven(act_dim: int, act: Callable[[np.ndarray, np.ndarray], np.ndarray]) -> BatchPolicy:
+    """A batch policy whose `act(obs, noise)` takes one standard-normal draw of `act_dim` per env, each from that
+    episode's RNG, so an episode's actions depend on its own seed alone."""
+
+    def policy(obs: np.ndarray, rngs: list[np.random.Generator]) -> np.ndarray:
+        return act(obs, np.stack([r.standard_normal(act_dim) for r in rngs]).astype(np.float32))
+
+    return policy
 
 
 def collect(env_name: str, policy: BatchPolicy, size: int, seed: int, stream: int,

@@ -76,7 +76,7 @@ from algorithms.core.nets import TanhGaussianActor
 from tasks.behavior import POLICIES_DIR, file_sha256, load_actor
 from tasks.datasets import Episode, dataset_exists, write_minari_dataset
 from tasks.envs import VELOCITY_ID, suite_env_id
-from tasks.factory import BatchPolicy, BehaviorPolicies, collect, sampled_policy
+from tasks.factory import BatchPolicy, BehaviorPolicies, collect, noise_driven, sampled_policy
 
 KIND = "velocity"
 SOURCE_STEPS = 10_000  # transitions per source policy
@@ -156,12 +156,11 @@ def sac_core_sampled_policy(state: dict[str, torch.Tensor], max_action: float) -
     actor.eval()
 
     @torch.no_grad()
-    def act(obs: np.ndarray, rngs: list[np.random.Generator]) -> np.ndarray:
+    def act(obs: np.ndarray, noise: np.ndarray) -> np.ndarray:
         mean, log_std = actor.gaussian(actor.net(torch.as_tensor(np.asarray(obs, dtype=np.float32))))
-        noise = torch.as_tensor(np.stack([r.standard_normal(act_dim) for r in rngs]).astype(np.float32))
-        return (max_action * torch.tanh(mean + log_std.exp() * noise)).numpy()
+        return (max_action * torch.tanh(mean + log_std.exp() * torch.as_tensor(noise))).numpy()
 
-    return act
+    return noise_driven(act_dim, act)
 
 
 def last_layer(state: dict[str, torch.Tensor]) -> int:
