@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -296,11 +297,24 @@ def _resume(algo: Algorithm, ctx: AlgoContext, ckpt: Path, rid: str) -> tuple[li
     state = load_checkpoint(ckpt)
     if state.get("run_id", rid) != rid:
         raise CtrlbenchError(f"checkpoint {ckpt} holds run {state['run_id']}, not {rid}; {CHECKPOINT_FIX}")
-    try:
-        algo.load_state_dict(state["algorithm"])
-        restore_rng_state(state["rng"])
-        ctx.env_steps = int(state["env_steps"])
+    with checkpoint_errors(ckpt):
+        restore_training_state(algo, ctx, state)
         return list(state["curve"]), float(state["train_seconds"]), float(state["wall_seconds"])
+
+
+def restore_training_state(algo: Algorithm, ctx: AlgoContext, state: dict[str, Any]) -> None:
+    """The part of a checkpoint every trainer resumes: the algorithm, the RNGs and the env-step count."""
+    algo.load_state_dict(state["algorithm"])
+    restore_rng_state(state["rng"])
+    ctx.env_steps = int(state["env_steps"])
+
+
+@contextmanager
+def checkpoint_errors(ckpt: Path) -> Iterator[None]:
+    """A checkpoint whose contents do not fit the trainer (another algorithm's, a truncated dict) becomes a one-line
+    error that leaves the file as it is."""
+    try:
+        yield
     except (KeyError, TypeError, ValueError, RuntimeError, AttributeError, IndexError) as e:
         detail = f"no {e}" if isinstance(e, KeyError) else (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
         raise CtrlbenchError(f"checkpoint {ckpt} does not hold this run's state ({type(e).__name__}: {detail}); "

@@ -33,9 +33,9 @@ import torch
 from algorithms.core.checkpoint import load_checkpoint, save_checkpoint
 from algorithms.core.errors import CtrlbenchError
 from algorithms.core.io import atomic_torch_save, atomic_write_json, atomic_write_text, check_writable_dir
-from algorithms.core.seeding import capture_rng_state, restore_rng_state
+from algorithms.core.seeding import capture_rng_state
 from algorithms.sac_lag import SACLagEpCost
-from runners.run import RunRequest, build_algorithm, prepare
+from runners.run import RunRequest, build_algorithm, checkpoint_errors, prepare, restore_training_state
 from tasks.behavior import file_sha256
 
 ALGO = "sac_lag_epcost"
@@ -93,10 +93,9 @@ def train(robot: str, out: Path, work: Path, steps: int = 150_000, kappa_start: 
         if state.get("schedule", schedule) != schedule:
             raise CtrlbenchError(f"{ckpt} was trained under the budget schedule {state['schedule']}, not {schedule}; "
                                  "move it away to start afresh")
-        algo.load_state_dict(state["algorithm"])
-        restore_rng_state(state["rng"])
-        ctx.env_steps, rows = int(state["env_steps"]), list(state["rows"])
-        snapshots = dict(state.get("snapshots", {}))
+        with checkpoint_errors(ckpt):
+            restore_training_state(algo, ctx, state)
+            rows, snapshots = list(state["rows"]), dict(state.get("snapshots", {}))
         restore_snapshots(out, rows, snapshots, ckpt)
         log(f"resuming at update {algo.step} ({ckpt})")
     started = time.time()

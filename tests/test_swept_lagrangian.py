@@ -129,3 +129,14 @@ def test_v2_adds_the_learners_snapshots_to_v1s_and_v3_v4_hold_a_learner_alone(tm
     snapshot.write_bytes(snapshot.read_bytes() + b"x")
     with pytest.raises(CtrlbenchError, match="does not match its manifest"):
         safe_datasets.build("hopper", source_steps=40, policies_dir=policies, version=2, overwrite=True)
+
+
+def test_a_checkpoint_of_another_trainer_is_a_one_line_error(tmp_path: Path) -> None:
+    from algorithms.core.checkpoint import save_checkpoint
+
+    out, work = tmp_path / "lagrangian", tmp_path / "work"
+    work.mkdir()
+    save_checkpoint(work / f"swept_lagrangian_hopper_{out.name}_s0.pt", {"algorithm": {"not": "a sac_lag state"}})
+    with pytest.raises(CtrlbenchError, match="does not hold this run's state") as e:
+        train("hopper", out, work, steps=20, snapshot_every=10, first_snapshot=10)
+    assert "\n" not in str(e.value)
