@@ -53,9 +53,9 @@ where DSRL's data is the swept learner's episodes only (reference A3). v4 is v3'
 whose budget sweep has DSRL's shape (reference A3: the start budget held for the first 27% of the epochs, annealed
 to the end budget by 83%): 250 held for 160k of 600k env steps, annealed to 10 by 500k, held there (`ctrlbench
 datasets train-lagrangian --env hopper --steps 600000 --anneal-start 160000 --anneal-end 500000 --folder
-lagrangian-dsrl --first-snapshot 100000`; the schedule is in its manifest). v3's learner (150k steps, its budget
-falling from the first update) never ran fast, so v3 lacks the fast, costly gaits of DSRL's data, and BC-All was safe
-on it (docs/safe.md).
+lagrangian-dsrl --snapshot-every 20000 --first-snapshot 100000`; the schedule is in its manifest). v3's learner
+(150k steps, its budget falling from the first update) never ran fast, so v3 lacks the fast, costly gaits of DSRL's
+data, and BC-All was safe on it (docs/safe.md).
 
 Metadata, as DSRL's `dsrl/infos.py`: `ref_min_score` / `ref_max_score` are the minimum and maximum episode reward
 of the data (MIN/MAX_EPISODE_REWARD; the offline safe tasks normalize rewards with them), `cost_min_score` /
