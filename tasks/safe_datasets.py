@@ -82,6 +82,7 @@ KIND = "velocity"
 SOURCE_STEPS = 10_000  # transitions per source policy
 SKIPPED_SNAPSHOTS = 1 / 3  # the first third of the learner's snapshots (standing still) is left out: see above
 # the largest episode cost in DSRL's velocity datasets (dsrl/infos.py; reference A2): v1 keeps the episodes within it
+LAGRANGIAN_DIR = "lagrangian"  # under tasks/policies/<robot>/: runners/swept_lagrangian.py writes it by default
 DSRL_MAX_EPISODE_COST = {"hopper": 250.0, "halfcheetah": 250.0, "walker2d": 300.0, "ant": 250.0, "swimmer": 200.0}
 
 
@@ -90,10 +91,11 @@ class VelocityRecipe:
     action_scales: tuple[float, ...]  # c of expert-c: the factor on the expert's actions
     stream: int  # the seed stream of the version's episodes (the locomotion kinds use 11-14)
     dsrl_cost_cap: bool  # drop the episodes costing more than DSRL_MAX_EPISODE_COST[robot]
-    lagrangian: bool = False  # add the budget-swept Lagrangian learner's snapshots (tasks/policies/<robot>/lagrangian)
+    lagrangian: bool = False  # add the budget-swept Lagrangian learner's snapshots (under learner_dir)
     fixed_sources: bool = True  # roll the replay snapshots and the scaled expert (v3: the learner's snapshots alone)
     source_steps: int = SOURCE_STEPS  # transitions per source, before the cost cap
-    learner_dir: str = "lagrangian"  # the learner's folder under tasks/policies/<robot>/ (v4: "lagrangian-dsrl")
+    learner_dir: str = LAGRANGIAN_DIR  # the learner's folder under tasks/policies/<robot>/ (v4: "lagrangian-dsrl")
+    learner_flags: str = ""  # its `train-lagrangian` schedule flags, so a missing learner's hint retrains the same one
 
 
 V1_SCALES = (0.5, 0.52, 0.53, 0.54, 0.55, 0.56, 0.57, 0.58, 0.6, 0.7, 0.85, 1.0)
@@ -103,8 +105,9 @@ RECIPES = {0: VelocityRecipe((0.5, 0.53, 0.56, 0.6, 0.7, 0.85, 1.0), stream=31, 
            3: VelocityRecipe((), stream=34, dsrl_cost_cap=True, lagrangian=True, fixed_sources=False,
                              source_steps=2 * SOURCE_STEPS),
            4: VelocityRecipe((), stream=35, dsrl_cost_cap=True, lagrangian=True, fixed_sources=False,
-                             source_steps=2 * SOURCE_STEPS, learner_dir="lagrangian-dsrl")}
-LAGRANGIAN_DIR = "lagrangian"  # under tasks/policies/<robot>/: runners/swept_lagrangian.py writes it by default
+                             source_steps=2 * SOURCE_STEPS, learner_dir="lagrangian-dsrl",
+                             learner_flags="--steps 600000 --anneal-start 160000 --anneal-end 500000 "
+                                           "--snapshot-every 20000 --first-snapshot 100000")}
 LATEST = 1
 
 
@@ -168,15 +171,17 @@ def last_layer(state: dict[str, torch.Tensor]) -> int:
     return max(int(k.split(".")[1]) for k in state if k.startswith("net.") and k.endswith(".weight"))
 
 
-def lagrangian_sources(robot: str, policies: BehaviorPolicies, max_action: float, learner_dir: str = LAGRANGIAN_DIR
+def lagrangian_sources(robot: str, policies: BehaviorPolicies, max_action: float, recipe: VelocityRecipe
                        ) -> list[tuple[str, BatchPolicy, dict]]:
     """The budget-swept learner's snapshots, checked against their manifest, each rolled with sampled actions."""
+    learner_dir = recipe.learner_dir
     folder = policies.folder / learner_dir
     manifest_path = folder / "manifest.json"
     if not manifest_path.exists():
-        folder_flag = "" if learner_dir == LAGRANGIAN_DIR else f" --folder {learner_dir}"
+        flags = "".join(f" {f}" for f in (recipe.learner_flags, f"--folder {learner_dir}"
+                                          if learner_dir != LAGRANGIAN_DIR else "") if f)
         raise CtrlbenchError(f"no budget-swept Lagrangian learner for {robot} under {folder}; train it with "
-                             f"`ctrlbench datasets train-lagrangian --env {robot}{folder_flag}`")
+                             f"`ctrlbench datasets train-lagrangian --env {robot}{flags}`")
     manifest = json.loads(manifest_path.read_text())
     out = []
     for entry in manifest["snapshots"]:
@@ -243,7 +248,7 @@ def build(robot: str, seed: int = 0, overwrite: bool = False, source_steps: int 
     recipe: dict[str, dict] = {}
     every = sources(robot, policies, recipe_spec.action_scales) if recipe_spec.fixed_sources else []
     if recipe_spec.lagrangian:
-        every += lagrangian_sources(robot, policies, float(env.action_space.high.flat[0]), recipe_spec.learner_dir)
+        every += lagrangian_sources(robot, policies, float(env.action_space.high.flat[0]), recipe_spec)
     for k, (name, policy, entry) in enumerate(every):
         rolled = collect(robot, policy, source_steps, seed, recipe_spec.stream * 1000 + k, make_env=make)
         eps = [ep for ep in rolled if ep.costs.sum() <= cap and (not recipe_spec.dsrl_cost_cap or whole(ep, horizon))]

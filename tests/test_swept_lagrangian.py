@@ -118,7 +118,8 @@ def test_v2_adds_the_learners_snapshots_to_v1s_and_v3_v4_hold_a_learner_alone(tm
     assert v3 == "ctrlbench/hopper/velocity-v3"
     assert list(load_transitions(v3).metadata["ctrlbench_recipe"]["sources"]) == ["lag-30", "lag-60"]
     assert safe_datasets.RECIPES[3].source_steps == 2 * safe_datasets.RECIPES[2].source_steps
-    with pytest.raises(CtrlbenchError, match="train-lagrangian --env hopper --folder lagrangian-dsrl"):
+    hint = r"train-lagrangian --env hopper --steps 600000 --anneal-start 160000 .* --folder lagrangian-dsrl`"
+    with pytest.raises(CtrlbenchError, match=hint):
         safe_datasets.build("hopper", source_steps=40, policies_dir=policies, version=4)  # v4: the second learner
     fake_lagrangian(policies, learner_dir="lagrangian-dsrl")
     v4 = load_transitions(safe_datasets.build("hopper", source_steps=40, policies_dir=policies, version=4))
