@@ -65,17 +65,18 @@ def noise_driven(act_dim: int, act: Callable[[np.ndarray, np.ndarray], np.ndarra
 
 
 def collect(env_name: str, policy: BatchPolicy, size: int, seed: int, stream: int,
-            make_env: Callable[[], gym.Env] | None = None) -> list[Episode]:
-    """Episodes 0, 1, ... (in index order) until they hold `size` transitions; the last one is cut to fit.
+            make_env: Callable[[], gym.Env] | None = None, episodes: int | None = None) -> list[Episode]:
+    """Episodes 0, 1, ... (in index order) until they hold `size` transitions; the last one is cut to fit. With
+    `episodes`, exactly episodes 0 .. episodes-1, whole, whatever their length (`size` is then ignored).
     `make_env` replaces the env's v5 gymnasium env (e.g. a velocity-cost env); a step's info["cost"], when the env
     gives one, is recorded as the episode's costs. The policy runs on one torch thread: the rollouts are chaotic, so
     a matmul summed in another order (another thread count) would change every later state and the data with it."""
     with torch_threads(1):
-        return _collect(env_name, policy, size, seed, stream, make_env)
+        return _collect(env_name, policy, size, seed, stream, make_env, episodes)
 
 
 def _collect(env_name: str, policy: BatchPolicy, size: int, seed: int, stream: int,
-             make_env: Callable[[], gym.Env] | None) -> list[Episode]:
+             make_env: Callable[[], gym.Env] | None, episodes: int | None) -> list[Episode]:
     envs = [make_env() if make_env else gym.make(env_id(env_name)) for _ in range(N_ENVS)]
     done: dict[int, Episode] = {}
     slots: list[dict | None] = [None] * N_ENVS
@@ -90,7 +91,7 @@ def _collect(env_name: str, policy: BatchPolicy, size: int, seed: int, stream: i
 
     def launch(slot: int) -> None:
         nonlocal next_index
-        if prefix_transitions() >= size:
+        if next_index >= episodes if episodes is not None else prefix_transitions() >= size:
             slots[slot] = None
             return
         i = next_index
@@ -124,16 +125,18 @@ def _collect(env_name: str, policy: BatchPolicy, size: int, seed: int, stream: i
                 launch(k)
     for env in envs:
         env.close()
-    episodes, n = [], 0
+    if episodes is not None:
+        return [done[i] for i in range(episodes)]
+    kept, n = [], 0
     for i in range(len(done)):
         if i not in done or n >= size:
             break
         ep = done[i]
         if n + len(ep.rewards) > size:
             ep = _cut(ep, size - n)
-        episodes.append(ep)
+        kept.append(ep)
         n += len(ep.rewards)
-    return episodes
+    return kept
 
 
 def _cut(ep: Episode, length: int) -> Episode:

@@ -55,7 +55,12 @@ to the end budget by 83%): 250 held for 160k of 600k env steps, annealed to 10 b
 datasets train-lagrangian --env hopper --steps 600000 --anneal-start 160000 --anneal-end 500000 --folder
 lagrangian-dsrl --snapshot-every 20000 --first-snapshot 100000`; the schedule is in its manifest). v3's learner
 (150k steps, its budget falling from the first update) never ran fast, so v3 lacks the fast, costly gaits of DSRL's
-data, and BC-All was safe on it (docs/safe.md).
+data, and BC-All was safe on it (docs/safe.md). v5 weighs v4's learner as DSRL weighs its own: a fixed number of
+whole episodes per snapshot (40; DSRL logs 2 test episodes per epoch, reference A3) where v4 rolled a fixed number of
+transitions, which gave a snapshot whose hopper falls ~150 short episodes and one that runs ~20, so falling starts
+filled v4's states. v6 is v5's episodes (the same seeds) without the cap: DSRL's learner held its own cost within
+250, but this one's fast snapshots did not (returns up to ~2,400 at costs up to ~980), so the cap dropped exactly the
+fast, costly gaits; v6's episodes within a budget are v5's.
 
 Metadata, as DSRL's `dsrl/infos.py`: `ref_min_score` / `ref_max_score` are the minimum and maximum episode reward
 of the data (MIN/MAX_EPISODE_REWARD; the offline safe tasks normalize rewards with them), `cost_min_score` /
@@ -96,8 +101,13 @@ class VelocityRecipe:
     source_steps: int = SOURCE_STEPS  # transitions per source, before the cost cap
     learner_dir: str = LAGRANGIAN_DIR  # the learner's folder under tasks/policies/<robot>/ (v4: "lagrangian-dsrl")
     learner_flags: str = ""  # its `train-lagrangian` schedule flags, so a missing learner's hint retrains the same one
+    source_episodes: int = 0  # > 0: each source rolls this many whole episodes instead of `source_steps` transitions
+    keep_costly: bool = False  # keep the whole episodes over DSRL's cost cap too (v6)
 
 
+# the DSRL-shaped learner's schedule (tasks/policies/hopper/lagrangian-dsrl/manifest.json), v4's and v5's
+DSRL_SHAPED_FLAGS = ("--steps 600000 --anneal-start 160000 --anneal-end 500000 --snapshot-every 20000 "
+                     "--first-snapshot 100000")
 V1_SCALES = (0.5, 0.52, 0.53, 0.54, 0.55, 0.56, 0.57, 0.58, 0.6, 0.7, 0.85, 1.0)
 RECIPES = {0: VelocityRecipe((0.5, 0.53, 0.56, 0.6, 0.7, 0.85, 1.0), stream=31, dsrl_cost_cap=False),
            1: VelocityRecipe(V1_SCALES, stream=32, dsrl_cost_cap=True),
@@ -106,8 +116,12 @@ RECIPES = {0: VelocityRecipe((0.5, 0.53, 0.56, 0.6, 0.7, 0.85, 1.0), stream=31, 
                              source_steps=2 * SOURCE_STEPS),
            4: VelocityRecipe((), stream=35, dsrl_cost_cap=True, lagrangian=True, fixed_sources=False,
                              source_steps=2 * SOURCE_STEPS, learner_dir="lagrangian-dsrl",
-                             learner_flags="--steps 600000 --anneal-start 160000 --anneal-end 500000 "
-                                           "--snapshot-every 20000 --first-snapshot 100000")}
+                             learner_flags=DSRL_SHAPED_FLAGS),
+           5: VelocityRecipe((), stream=36, dsrl_cost_cap=True, lagrangian=True, fixed_sources=False,
+                             learner_dir="lagrangian-dsrl", learner_flags=DSRL_SHAPED_FLAGS, source_episodes=40),
+           6: VelocityRecipe((), stream=36, dsrl_cost_cap=True, lagrangian=True, fixed_sources=False,
+                             learner_dir="lagrangian-dsrl", learner_flags=DSRL_SHAPED_FLAGS, source_episodes=40,
+                             keep_costly=True)}
 LATEST = 1
 
 
@@ -227,11 +241,14 @@ def whole(episode: Episode, horizon: int) -> bool:
 
 
 def build(robot: str, seed: int = 0, overwrite: bool = False, source_steps: int | None = None,
-          policies_dir: Path = POLICIES_DIR, version: int = LATEST) -> str:
-    """Roll every source of the version's recipe and write the dataset; `source_steps` overrides the recipe's
-    transitions per source (the tests' tiny builds)."""
+          policies_dir: Path = POLICIES_DIR, version: int = LATEST, source_episodes: int | None = None) -> str:
+    """Roll every source of the version's recipe and write the dataset; `source_steps` (`source_episodes`, for a
+    recipe that counts episodes) overrides the recipe's transitions (episodes) per source (the tests' tiny builds)."""
     recipe_spec = recipe_of(version)
     source_steps = recipe_spec.source_steps if source_steps is None else source_steps
+    source_episodes = recipe_spec.source_episodes if source_episodes is None else source_episodes
+    if recipe_spec.source_episodes and source_episodes < 1:
+        raise CtrlbenchError(f"source_episodes must be >= 1, got {source_episodes}")
     did = velocity_dataset_id(robot, version)
     if dataset_exists(did) and not overwrite:
         raise CtrlbenchError(f"dataset {did} already exists; pass --overwrite to rebuild it")
@@ -240,7 +257,7 @@ def build(robot: str, seed: int = 0, overwrite: bool = False, source_steps: int 
     policies = BehaviorPolicies.load(robot, policies_dir)  # a one-line error for a robot without policies
     if recipe_spec.dsrl_cost_cap and robot not in DSRL_MAX_EPISODE_COST:
         raise CtrlbenchError(f"no DSRL cost range for {robot!r}; known: {', '.join(DSRL_MAX_EPISODE_COST)}")
-    cap = DSRL_MAX_EPISODE_COST[robot] if recipe_spec.dsrl_cost_cap else float("inf")
+    cap = DSRL_MAX_EPISODE_COST[robot] if recipe_spec.dsrl_cost_cap and not recipe_spec.keep_costly else float("inf")
     make = make_velocity_env(robot)
     env = make()  # the dataset's env (written into it below); its time limit tells a whole episode from a cut one
     horizon = env.spec.max_episode_steps
@@ -250,7 +267,8 @@ def build(robot: str, seed: int = 0, overwrite: bool = False, source_steps: int 
     if recipe_spec.lagrangian:
         every += lagrangian_sources(robot, policies, float(env.action_space.high.flat[0]), recipe_spec)
     for k, (name, policy, entry) in enumerate(every):
-        rolled = collect(robot, policy, source_steps, seed, recipe_spec.stream * 1000 + k, make_env=make)
+        rolled = collect(robot, policy, source_steps, seed, recipe_spec.stream * 1000 + k, make_env=make,
+                         episodes=source_episodes if recipe_spec.source_episodes else None)
         eps = [ep for ep in rolled if ep.costs.sum() <= cap and (not recipe_spec.dsrl_cost_cap or whole(ep, horizon))]
         episodes += eps
         recipe[name] = {**entry, **episode_stats(eps)}
@@ -271,11 +289,13 @@ def build(robot: str, seed: int = 0, overwrite: bool = False, source_steps: int 
                         else "a budget-swept SAC-Lagrangian learner's snapshots in the velocity-v1 env"),
         description=f"ctrlbench cost-labelled {robot} velocity dataset: {len(episodes)} episodes across the "
                     "reward-cost trade-off (DSRL-style)"
-                    + (f", each costing at most {cap:g} (DSRL's range)" if recipe_spec.dsrl_cost_cap else ""),
+                    + (f", each costing at most {cap:g} (DSRL's range)" if cap < float("inf") else ""),
         extra_metadata={"cost_min_score": float(costs.min()), "cost_max_score": float(costs.max()),
                         "ctrlbench_recipe": {"builder": "tasks.safe_datasets", "robot": robot, "seed": seed,
-                                             "source_steps": source_steps,
-                                             **({"version": version, "max_episode_cost": cap}
+                                             **({"source_episodes": source_episodes} if recipe_spec.source_episodes
+                                                else {"source_steps": source_steps}),
+                                             **({"version": version,
+                                                 "max_episode_cost": None if recipe_spec.keep_costly else cap}
                                                 if recipe_spec.dsrl_cost_cap else {}),
                                              "sources": recipe}},
         overwrite=overwrite,

@@ -195,3 +195,17 @@ def test_collect_runs_the_policy_on_one_torch_thread() -> None:
         episodes = collect("hopper", policy, 5, seed=0, stream=0)
         assert torch.get_num_threads() == 2  # the caller's setting is back
     assert sum(len(ep.rewards) for ep in episodes) == 5 and seen and set(seen) == {1}
+
+
+def test_collect_by_episodes_keeps_whole_episodes_in_index_order() -> None:
+    """The episode-count mode (velocity-v5's per-snapshot weighting): exactly episodes 0..n-1, none cut, the same
+    episodes the transition-count mode starts with (same seeds, same order)."""
+    def policy(obs: np.ndarray, rngs: list[np.random.Generator]) -> np.ndarray:
+        return np.stack([rng.uniform(-1, 1, 3) for rng in rngs]).astype(np.float32)
+
+    by_episodes = collect("hopper", policy, 0, seed=0, stream=7, episodes=12)
+    assert len(by_episodes) == 12 and all(ep.terminations[-1] or ep.truncations[-1] for ep in by_episodes)
+    by_steps = collect("hopper", policy, sum(len(ep.rewards) for ep in by_episodes[:3]), seed=0, stream=7)
+    assert [ep.seed for ep in by_steps] == [ep.seed for ep in by_episodes[:3]]
+    for a, b in zip(by_steps, by_episodes):
+        np.testing.assert_array_equal(a.actions, b.actions)

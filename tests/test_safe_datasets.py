@@ -120,8 +120,8 @@ def test_offline_safe_tasks_name_their_dataset_and_refuse_a_robot_without_one() 
     assert latest.build_command == "ctrlbench datasets build halfcheetah --kinds velocity"
     assert get_task("offline-walker2d-velocity-k25-v0").cost_limit == 25.0
     assert get_task("offline-walker2d-velocity-k25-v1").cost_limit == 25.0
-    with pytest.raises(CtrlbenchError, match="unknown velocity dataset version 5"):
-        get_task("offline-hopper-velocity-k40-v5")
+    with pytest.raises(CtrlbenchError, match="unknown velocity dataset version 9"):
+        get_task("offline-hopper-velocity-k40-v9")
     with pytest.raises(CtrlbenchError, match="no cost-labelled dataset for 'ant'"):
         get_task("offline-ant-velocity-k40-v0")
     with pytest.raises(CtrlbenchError, match="cost budget"):
