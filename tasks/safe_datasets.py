@@ -102,10 +102,10 @@ class VelocityRecipe:
     learner_dir: str = LAGRANGIAN_DIR  # the learner's folder under tasks/policies/<robot>/ (v4: "lagrangian-dsrl")
     learner_flags: str = ""  # its `train-lagrangian` schedule flags, so a missing learner's hint retrains the same one
     source_episodes: int = 0  # > 0: each source rolls this many whole episodes instead of `source_steps` transitions
-    keep_costly: bool = False  # keep the whole episodes over DSRL's cost cap too (v6)
+    keep_costly: bool = False  # v6: v1-on's whole-episode layout, but no episode dropped for its cost
 
 
-# the DSRL-shaped learner's schedule (tasks/policies/hopper/lagrangian-dsrl/manifest.json), v4's and v5's
+# the DSRL-shaped learner's schedule (tasks/policies/hopper/lagrangian-dsrl/manifest.json), v4's to v6's
 DSRL_SHAPED_FLAGS = ("--steps 600000 --anneal-start 160000 --anneal-end 500000 --snapshot-every 20000 "
                      "--first-snapshot 100000")
 V1_SCALES = (0.5, 0.52, 0.53, 0.54, 0.55, 0.56, 0.57, 0.58, 0.6, 0.7, 0.85, 1.0)
