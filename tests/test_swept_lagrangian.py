@@ -101,7 +101,7 @@ def fake_lagrangian(policies: Path, robot: str = "hopper", obs_dim: int = 11, ac
     (folder / "manifest.json").write_text(json.dumps({"snapshots": snaps}))
 
 
-def test_v2_adds_the_learners_snapshots_to_v1s_and_v3_to_v5_hold_a_learner_alone(tmp_path: Path, monkeypatch) -> None:
+def test_v2_adds_the_learners_snapshots_to_v1s_and_v3_to_v6_hold_a_learner_alone(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path / "minari"))
     monkeypatch.setitem(velocity_cost.ROBOTS, "hopper", velocity_cost.ROBOTS["hopper"]._replace(threshold=0.05))
     policies = fake_policies(tmp_path / "policies")
@@ -131,8 +131,8 @@ def test_v2_adds_the_learners_snapshots_to_v1s_and_v3_to_v5_hold_a_learner_alone
     recipe = v5.metadata["ctrlbench_recipe"]
     assert recipe["source_episodes"] == 3 and "source_steps" not in recipe  # v5 counts whole episodes per snapshot
     assert all(v["episodes_rolled"] == 3 for v in recipe["sources"].values())
-    assert {v["policy"] for v in recipe["sources"].values()} == set(
-        {v["policy"] for v in v4.metadata["ctrlbench_recipe"]["sources"].values()})  # v4's learner
+    assert {v["policy"] for v in recipe["sources"].values()} == {
+        v["policy"] for v in v4.metadata["ctrlbench_recipe"]["sources"].values()}  # v4's learner
     v6 = load_transitions(safe_datasets.build("hopper", policies_dir=policies, version=6, source_episodes=3))
     assert v6.metadata["ctrlbench_recipe"]["max_episode_cost"] is None  # v5's episodes, none dropped
     v5_kept = sum(v["episodes"] for v in recipe["sources"].values())
