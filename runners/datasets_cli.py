@@ -37,7 +37,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                        help="after training, pick expert/medium snapshots and write the policies folder")
     train.add_argument("--select-only", action="store_true", help="only pick expert/medium from existing snapshots")
     lag = sub.add_parser("train-lagrangian",
-                         help="train the budget-swept SAC-Lagrangian learner whose snapshots velocity-v2 to v4 roll "
+                         help="train the budget-swept SAC-Lagrangian learner whose snapshots velocity-v2 to v6 roll "
                               "(DSRL's recipe; about an hour of one core; resumable)")
     lag.add_argument("--env", required=True,
                      help="a velocity robot with committed behavior policies (learners committed: halfcheetah, hopper)")
@@ -50,7 +50,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                      help="update at which it reaches --kappa-end (default: the last; DSRL: 83%% of its epochs)")
     lag.add_argument("--folder", default=None,
                      help="folder under tasks/policies/<env>/ for the snapshots (default: lagrangian, the learner "
-                          "velocity-v2 and v3 roll; v4 rolls lagrangian-dsrl)")
+                          "velocity-v2 and v3 roll; v4 to v6 roll lagrangian-dsrl)")
     lag.add_argument("--snapshot-every", type=int, default=10_000)
     lag.add_argument("--first-snapshot", type=int, default=30_000, help="no snapshot before this many env steps")
     lag.add_argument("--seed", type=int, default=0)

@@ -89,9 +89,12 @@ def _collect(env_name: str, policy: BatchPolicy, size: int, seed: int, stream: i
             prefix["episodes"] += 1
         return prefix["transitions"]
 
+    def enough() -> bool:
+        return next_index >= episodes if episodes is not None else prefix_transitions() >= size
+
     def launch(slot: int) -> None:
         nonlocal next_index
-        if next_index >= episodes if episodes is not None else prefix_transitions() >= size:
+        if enough():
             slots[slot] = None
             return
         i = next_index

@@ -70,7 +70,7 @@ of the data (MIN/MAX_EPISODE_REWARD; the offline safe tasks normalize rewards wi
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -86,8 +86,8 @@ from tasks.factory import BatchPolicy, BehaviorPolicies, collect, noise_driven, 
 KIND = "velocity"
 SOURCE_STEPS = 10_000  # transitions per source policy
 SKIPPED_SNAPSHOTS = 1 / 3  # the first third of the learner's snapshots (standing still) is left out: see above
-# the largest episode cost in DSRL's velocity datasets (dsrl/infos.py; reference A2): v1 keeps the episodes within it
 LAGRANGIAN_DIR = "lagrangian"  # under tasks/policies/<robot>/: runners/swept_lagrangian.py writes it by default
+# the largest episode cost in DSRL's velocity datasets (dsrl/infos.py; reference A2): v1 keeps the episodes within it
 DSRL_MAX_EPISODE_COST = {"hopper": 250.0, "halfcheetah": 250.0, "walker2d": 300.0, "ant": 250.0, "swimmer": 200.0}
 
 
@@ -108,6 +108,9 @@ class VelocityRecipe:
 # the DSRL-shaped learner's schedule (tasks/policies/hopper/lagrangian-dsrl/manifest.json), v4's to v6's
 DSRL_SHAPED_FLAGS = ("--steps 600000 --anneal-start 160000 --anneal-end 500000 --snapshot-every 20000 "
                      "--first-snapshot 100000")
+# v5: the DSRL-shaped learner's snapshots, 40 whole episodes each (DSRL's per-epoch test episodes), under the cap
+V5 = VelocityRecipe((), stream=36, dsrl_cost_cap=True, lagrangian=True, fixed_sources=False,
+                    learner_dir="lagrangian-dsrl", learner_flags=DSRL_SHAPED_FLAGS, source_episodes=40)
 V1_SCALES = (0.5, 0.52, 0.53, 0.54, 0.55, 0.56, 0.57, 0.58, 0.6, 0.7, 0.85, 1.0)
 RECIPES = {0: VelocityRecipe((0.5, 0.53, 0.56, 0.6, 0.7, 0.85, 1.0), stream=31, dsrl_cost_cap=False),
            1: VelocityRecipe(V1_SCALES, stream=32, dsrl_cost_cap=True),
@@ -117,11 +120,8 @@ RECIPES = {0: VelocityRecipe((0.5, 0.53, 0.56, 0.6, 0.7, 0.85, 1.0), stream=31, 
            4: VelocityRecipe((), stream=35, dsrl_cost_cap=True, lagrangian=True, fixed_sources=False,
                              source_steps=2 * SOURCE_STEPS, learner_dir="lagrangian-dsrl",
                              learner_flags=DSRL_SHAPED_FLAGS),
-           5: VelocityRecipe((), stream=36, dsrl_cost_cap=True, lagrangian=True, fixed_sources=False,
-                             learner_dir="lagrangian-dsrl", learner_flags=DSRL_SHAPED_FLAGS, source_episodes=40),
-           6: VelocityRecipe((), stream=36, dsrl_cost_cap=True, lagrangian=True, fixed_sources=False,
-                             learner_dir="lagrangian-dsrl", learner_flags=DSRL_SHAPED_FLAGS, source_episodes=40,
-                             keep_costly=True)}
+           5: V5,
+           6: replace(V5, keep_costly=True)}  # v5's episodes (the same stream), none dropped for its cost
 LATEST = 1
 
 
@@ -295,7 +295,7 @@ def build(robot: str, seed: int = 0, overwrite: bool = False, source_steps: int 
                                              **({"source_episodes": source_episodes} if recipe_spec.source_episodes
                                                 else {"source_steps": source_steps}),
                                              **({"version": version,
-                                                 "max_episode_cost": None if recipe_spec.keep_costly else cap}
+                                                 "max_episode_cost": cap if cap < float("inf") else None}
                                                 if recipe_spec.dsrl_cost_cap else {}),
                                              "sources": recipe}},
         overwrite=overwrite,
