@@ -37,6 +37,9 @@ from algorithms.core.seeding import capture_rng_state
 from algorithms.sac_lag import SACLagEpCost
 from runners.run import RunRequest, build_algorithm, checkpoint_errors, prepare, restore_training_state
 from tasks.behavior import file_sha256
+from tasks.safe_datasets import LearnerSchedule
+
+DEFAULT = LearnerSchedule()  # the command's defaults, which the dataset recipes' schedules are written against
 
 ALGO = "sac_lag_epcost"
 FIELDS = ("env_steps", "kappa", "train_episode_return", "train_episode_cost", "lambda")
@@ -62,10 +65,11 @@ def restore_snapshots(out: Path, rows: list[dict], snapshots: dict[str, dict], c
         atomic_torch_save(path, snapshots[row["file"]])
 
 
-def train(robot: str, out: Path, work: Path, steps: int = 150_000, kappa_start: float = 250.0,
-          kappa_end: float = 10.0, snapshot_every: int = 10_000, first_snapshot: int = 30_000, seed: int = 0,
-          threads: int = 1, overrides: dict | None = None, anneal_start: int = 0, anneal_end: int | None = None,
-          log=print) -> dict:
+def train(robot: str, out: Path, work: Path, steps: int = DEFAULT.steps, kappa_start: float = DEFAULT.kappa_start,
+          kappa_end: float = DEFAULT.kappa_end, snapshot_every: int = DEFAULT.snapshot_every,
+          first_snapshot: int = DEFAULT.first_snapshot, seed: int = 0, threads: int = 1,
+          overrides: dict | None = None, anneal_start: int = DEFAULT.anneal_start,
+          anneal_end: int | None = DEFAULT.anneal_end, log=print) -> dict:
     anneal_end = steps if anneal_end is None else anneal_end
     if steps < 1 or snapshot_every < 1 or first_snapshot < 0:
         raise CtrlbenchError("steps and snapshot_every must be >= 1 and first_snapshot >= 0")

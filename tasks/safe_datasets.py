@@ -70,7 +70,7 @@ of the data (MIN/MAX_EPISODE_REWARD; the offline safe tasks normalize rewards wi
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -92,6 +92,39 @@ DSRL_MAX_EPISODE_COST = {"hopper": 250.0, "halfcheetah": 250.0, "walker2d": 300.
 
 
 @dataclass(frozen=True)
+class LearnerSchedule:
+    """A `ctrlbench datasets train-lagrangian` run (the command's defaults are these): the build checks the learner's
+    manifest against it, so a learner retrained under other flags cannot pass for the version's, and a missing
+    learner's hint retrains the same one."""
+
+    steps: int = 150_000
+    kappa_start: float = 250.0
+    kappa_end: float = 10.0
+    anneal_start: int = 0
+    anneal_end: int | None = None  # None: the last update
+    snapshot_every: int = 10_000
+    first_snapshot: int = 30_000
+
+    def flags(self) -> str:
+        """The command-line flags that differ from the command's defaults."""
+        default = LearnerSchedule()
+        return " ".join(f"--{f.name.replace('_', '-')} {getattr(self, f.name)}" for f in fields(self)
+                        if getattr(self, f.name) != getattr(default, f.name))
+
+    def budget(self) -> dict[str, float]:
+        end = self.steps if self.anneal_end is None else self.anneal_end
+        return {"updates": self.steps, "start": self.kappa_start, "end": self.kappa_end,
+                "anneal_start": self.anneal_start, "anneal_end": end}
+
+
+def manifest_budget(manifest: dict) -> dict[str, float]:
+    """The schedule a learner's manifest records (its writer omits the anneal when the anneal spans the run)."""
+    schedule, updates = manifest.get("budget_schedule", {}), manifest.get("updates")
+    return {"updates": updates, "start": schedule.get("start"), "end": schedule.get("end"),
+            "anneal_start": schedule.get("anneal_start", 0), "anneal_end": schedule.get("anneal_end", updates)}
+
+
+@dataclass(frozen=True)
 class VelocityRecipe:
     action_scales: tuple[float, ...]  # c of expert-c: the factor on the expert's actions
     stream: int  # the seed stream of the version's episodes (the locomotion kinds use 11-14)
@@ -100,17 +133,17 @@ class VelocityRecipe:
     fixed_sources: bool = True  # roll the replay snapshots and the scaled expert (v3: the learner's snapshots alone)
     source_steps: int = SOURCE_STEPS  # transitions per source, before the cost cap
     learner_dir: str = LAGRANGIAN_DIR  # the learner's folder under tasks/policies/<robot>/ (v4: "lagrangian-dsrl")
-    learner_flags: str = ""  # its `train-lagrangian` schedule flags, so a missing learner's hint retrains the same one
+    learner: LearnerSchedule = LearnerSchedule()  # the run its snapshots come from (checked against its manifest)
     source_episodes: int = 0  # > 0: each source rolls this many whole episodes instead of `source_steps` transitions
     keep_costly: bool = False  # v6: v1-on's whole-episode layout, but no episode dropped for its cost
 
 
 # the DSRL-shaped learner's schedule (tasks/policies/hopper/lagrangian-dsrl/manifest.json), v4's to v6's
-DSRL_SHAPED_FLAGS = ("--steps 600000 --anneal-start 160000 --anneal-end 500000 --snapshot-every 20000 "
-                     "--first-snapshot 100000")
+DSRL_SHAPED = LearnerSchedule(steps=600_000, anneal_start=160_000, anneal_end=500_000, snapshot_every=20_000,
+                              first_snapshot=100_000)
 # v5: the DSRL-shaped learner's snapshots, 40 whole episodes each (DSRL's per-epoch test episodes), under the cap
 V5 = VelocityRecipe((), stream=36, dsrl_cost_cap=True, lagrangian=True, fixed_sources=False,
-                    learner_dir="lagrangian-dsrl", learner_flags=DSRL_SHAPED_FLAGS, source_episodes=40)
+                    learner_dir="lagrangian-dsrl", learner=DSRL_SHAPED, source_episodes=40)
 V1_SCALES = (0.5, 0.52, 0.53, 0.54, 0.55, 0.56, 0.57, 0.58, 0.6, 0.7, 0.85, 1.0)
 RECIPES = {0: VelocityRecipe((0.5, 0.53, 0.56, 0.6, 0.7, 0.85, 1.0), stream=31, dsrl_cost_cap=False),
            1: VelocityRecipe(V1_SCALES, stream=32, dsrl_cost_cap=True),
@@ -119,7 +152,7 @@ RECIPES = {0: VelocityRecipe((0.5, 0.53, 0.56, 0.6, 0.7, 0.85, 1.0), stream=31, 
                              source_steps=2 * SOURCE_STEPS),
            4: VelocityRecipe((), stream=35, dsrl_cost_cap=True, lagrangian=True, fixed_sources=False,
                              source_steps=2 * SOURCE_STEPS, learner_dir="lagrangian-dsrl",
-                             learner_flags=DSRL_SHAPED_FLAGS),
+                             learner=DSRL_SHAPED),
            5: V5,
            6: replace(V5, keep_costly=True)}  # v5's episodes (the same stream), none dropped for its cost
 LATEST = 1
@@ -191,12 +224,15 @@ def lagrangian_sources(robot: str, policies: BehaviorPolicies, max_action: float
     learner_dir = recipe.learner_dir
     folder = policies.folder / learner_dir
     manifest_path = folder / "manifest.json"
+    flags = "".join(f" {f}" for f in (recipe.learner.flags(), f"--folder {learner_dir}"
+                                      if learner_dir != LAGRANGIAN_DIR else "") if f)
+    command = f"`ctrlbench datasets train-lagrangian --env {robot}{flags}`"
     if not manifest_path.exists():
-        flags = "".join(f" {f}" for f in (recipe.learner_flags, f"--folder {learner_dir}"
-                                          if learner_dir != LAGRANGIAN_DIR else "") if f)
-        raise CtrlbenchError(f"no budget-swept Lagrangian learner for {robot} under {folder}; train it with "
-                             f"`ctrlbench datasets train-lagrangian --env {robot}{flags}`")
+        raise CtrlbenchError(f"no budget-swept Lagrangian learner for {robot} under {folder}; train it with {command}")
     manifest = json.loads(manifest_path.read_text())
+    if manifest_budget(manifest) != recipe.learner.budget():
+        raise CtrlbenchError(f"{manifest_path} records the schedule {manifest_budget(manifest)}, not this version's "
+                             f"{recipe.learner.budget()}; move that learner away and retrain it with {command}")
     out = []
     for entry in manifest["snapshots"]:
         path = folder / entry["file"]

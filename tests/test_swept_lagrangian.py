@@ -4,8 +4,10 @@ that rolls them (tasks/safe_datasets.py)."""
 
 from __future__ import annotations
 
+import argparse
 import csv
 import json
+from dataclasses import fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -14,10 +16,11 @@ import torch
 
 from algorithms.core.errors import CtrlbenchError
 from algorithms.core.nets import TanhGaussianActor
+from runners import datasets_cli
 from runners.run import RunRequest, build_algorithm, prepare
 from runners.swept_lagrangian import kappa_at, restore_snapshots, train
 from tasks import safe_datasets, velocity_cost
-from tasks.behavior import file_sha256
+from tasks.behavior import POLICIES_DIR, file_sha256
 from tasks.datasets import load_transitions
 from tests.test_factory import fake_policies
 
@@ -71,6 +74,27 @@ def test_a_tiny_sweep_writes_hashed_snapshots_and_resumes(tmp_path: Path) -> Non
         train("halfcheetah", out, work, **{**kw, "anneal_start": 20})
     with pytest.raises(CtrlbenchError, match="within the updates"):
         train("halfcheetah", out, work, **{**kw, "anneal_end": 61})
+    shaped = safe_datasets.LearnerSchedule(steps=60, anneal_start=20, anneal_end=40, snapshot_every=20,
+                                           first_snapshot=40)
+    kw = {k: v for k, v in kw.items() if k not in ("steps", "kappa_start", "kappa_end", "snapshot_every",
+                                                       "first_snapshot")}
+    for schedule, folder in ((shaped, "shaped"), (replace(shaped, anneal_start=0, anneal_end=None), "linear")):
+        written = train("halfcheetah", tmp_path / folder, work, **kw, **{k: getattr(schedule, k) for k in (
+            "steps", "kappa_start", "kappa_end", "anneal_start", "anneal_end", "snapshot_every", "first_snapshot")})
+        assert safe_datasets.manifest_budget(written) == schedule.budget()  # what a build checks a learner against
+
+
+def test_the_committed_learners_match_their_recipes_and_the_command_defaults_a_schedule() -> None:
+    parser = argparse.ArgumentParser()
+    datasets_cli.add_parser(parser.add_subparsers())
+    args = vars(parser.parse_args(["train-lagrangian", "--env", "hopper"]))
+    assert {f.name: args[f.name] for f in fields(safe_datasets.LearnerSchedule)} == vars(
+        safe_datasets.LearnerSchedule())
+    assert safe_datasets.LearnerSchedule().flags() == ""
+    for robot, folder in (("hopper", "lagrangian"), ("halfcheetah", "lagrangian"), ("hopper", "lagrangian-dsrl")):
+        manifest = json.loads((POLICIES_DIR / robot / folder / "manifest.json").read_text())
+        recipes = [r for r in safe_datasets.RECIPES.values() if r.lagrangian and r.learner_dir == folder]
+        assert recipes and all(safe_datasets.manifest_budget(manifest) == r.learner.budget() for r in recipes)
 
 
 def test_the_sac_core_snapshot_samples_as_the_learner_does() -> None:
@@ -89,16 +113,19 @@ def test_the_sac_core_snapshot_samples_as_the_learner_does() -> None:
 
 
 def fake_lagrangian(policies: Path, robot: str = "hopper", obs_dim: int = 11, act_dim: int = 3,
-                    learner_dir: str = safe_datasets.LAGRANGIAN_DIR) -> None:
+                    learner_dir: str = safe_datasets.LAGRANGIAN_DIR,
+                    schedule: safe_datasets.LearnerSchedule | None = None) -> None:
     folder = policies / robot / learner_dir
-    folder.mkdir(parents=True)
+    folder.mkdir(parents=True, exist_ok=True)
     snaps = []
     for step, kappa in ((30, 200.0), (60, 20.0)):
         torch.manual_seed(step)
         torch.save(TanhGaussianActor(obs_dim, act_dim, 1.0, (16, 16)).state_dict(), folder / f"step_{step:08d}.pt")
         snaps.append({"env_steps": step, "kappa": kappa, "file": f"step_{step:08d}.pt",
                       "sha256": file_sha256(folder / f"step_{step:08d}.pt")})
-    (folder / "manifest.json").write_text(json.dumps({"snapshots": snaps}))
+    budget = (schedule or safe_datasets.LearnerSchedule()).budget()
+    (folder / "manifest.json").write_text(json.dumps({"updates": budget.pop("updates"), "budget_schedule": budget,
+                                                      "snapshots": snaps}))
 
 
 def test_v2_adds_the_learners_snapshots_to_v1s_and_v3_to_v6_hold_a_learner_alone(tmp_path: Path, monkeypatch) -> None:
@@ -121,7 +148,10 @@ def test_v2_adds_the_learners_snapshots_to_v1s_and_v3_to_v6_hold_a_learner_alone
     hint = r"train-lagrangian --env hopper --steps 600000 --anneal-start 160000 .* --folder lagrangian-dsrl`"
     with pytest.raises(CtrlbenchError, match=hint):
         safe_datasets.build("hopper", source_steps=40, policies_dir=policies, version=4)  # v4: the second learner
-    fake_lagrangian(policies, learner_dir="lagrangian-dsrl")
+    fake_lagrangian(policies, learner_dir="lagrangian-dsrl")  # a learner trained under the default schedule
+    with pytest.raises(CtrlbenchError, match=r"records the schedule .* retrain it with `.*--anneal-start 160000"):
+        safe_datasets.build("hopper", source_steps=40, policies_dir=policies, version=4)
+    fake_lagrangian(policies, learner_dir="lagrangian-dsrl", schedule=safe_datasets.DSRL_SHAPED)
     v4 = load_transitions(safe_datasets.build("hopper", source_steps=40, policies_dir=policies, version=4))
     assert {k: v["policy"] for k, v in v4.metadata["ctrlbench_recipe"]["sources"].items()} == {
         "lag-30": "tasks/policies/hopper/lagrangian-dsrl/step_00000030.pt",
