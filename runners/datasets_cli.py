@@ -180,18 +180,19 @@ def _download(args: argparse.Namespace) -> int:
 
 
 def _train_lagrangian(args: argparse.Namespace) -> int:
+    from dataclasses import fields
+
     from runners.run_lock import checkpoints_from_env
     from runners.swept_lagrangian import train
     from tasks.behavior import POLICIES_DIR
-    from tasks.safe_datasets import LAGRANGIAN_DIR
+    from tasks.safe_datasets import LAGRANGIAN_DIR, LearnerSchedule
 
     work = checkpoints_from_env(args.checkpoints) or Path.home() / ".cache" / "ctrlbench" / "checkpoints"
     folder = args.folder or LAGRANGIAN_DIR
     if Path(folder).name != folder or folder in (".", ".."):
         raise CtrlbenchError(f"--folder must be a plain folder name, got {folder!r}")
-    train(args.env, POLICIES_DIR / args.env / folder, work, steps=args.steps, kappa_start=args.kappa_start,
-          kappa_end=args.kappa_end, snapshot_every=args.snapshot_every, first_snapshot=args.first_snapshot,
-          seed=args.seed, threads=args.threads, anneal_start=args.anneal_start, anneal_end=args.anneal_end)
+    schedule = LearnerSchedule(**{f.name: getattr(args, f.name) for f in fields(LearnerSchedule)})
+    train(args.env, POLICIES_DIR / args.env / folder, work, schedule, seed=args.seed, threads=args.threads)
     return 0
 
 

@@ -8,6 +8,7 @@ HalfCheetah where SAC-Lag's reach ~2,800; docs/safe.md).
 
 Here the learner is `sac_lag_epcost` (algorithms/sac_lag.py: its dual compares the last 10 training episodes' cost
 with kappa, the on-policy Lagrangian methods' signal), on the task `<robot>-velocity-k<end>-v0`, with kappa moved
+(`tasks.safe_datasets.LearnerSchedule`, which the dataset versions also check their learner's manifest against)
 linearly from `kappa_start` at update `anneal_start` (default 0) to `kappa_end` at update `anneal_end` (default: the
 last update) and held outside that stretch: the script sets the context's `cost_limit`, which that dual reads at
 every gradient step. DSRL holds the start budget for the first 27% of its epochs (Hopper: 800 of 3000) and reaches
@@ -39,16 +40,8 @@ from runners.run import RunRequest, build_algorithm, checkpoint_errors, prepare,
 from tasks.behavior import file_sha256
 from tasks.safe_datasets import LearnerSchedule
 
-DEFAULT = LearnerSchedule()  # the command's defaults, which the dataset recipes' schedules are written against
-
 ALGO = "sac_lag_epcost"
 FIELDS = ("env_steps", "kappa", "train_episode_return", "train_episode_cost", "lambda")
-
-
-def kappa_at(step: int, anneal_end: int, start: float, end: float, anneal_start: int = 0) -> float:
-    """The budget of update `step`: `start` until `anneal_start`, linear to `end` at `anneal_end`, then `end`."""
-    span = anneal_end - anneal_start
-    return start + (end - start) * min(max(step - anneal_start, 0), span) / max(span, 1)
 
 
 def restore_snapshots(out: Path, rows: list[dict], snapshots: dict[str, dict], ckpt: Path) -> None:
@@ -65,21 +58,12 @@ def restore_snapshots(out: Path, rows: list[dict], snapshots: dict[str, dict], c
         atomic_torch_save(path, snapshots[row["file"]])
 
 
-def train(robot: str, out: Path, work: Path, steps: int = DEFAULT.steps, kappa_start: float = DEFAULT.kappa_start,
-          kappa_end: float = DEFAULT.kappa_end, snapshot_every: int = DEFAULT.snapshot_every,
-          first_snapshot: int = DEFAULT.first_snapshot, seed: int = 0, threads: int = 1,
-          overrides: dict | None = None, anneal_start: int = DEFAULT.anneal_start,
-          anneal_end: int | None = DEFAULT.anneal_end, log=print) -> dict:
-    anneal_end = steps if anneal_end is None else anneal_end
-    if steps < 1 or snapshot_every < 1 or first_snapshot < 0:
-        raise CtrlbenchError("steps and snapshot_every must be >= 1 and first_snapshot >= 0")
-    if kappa_start < 0 or kappa_end < 0:
-        raise CtrlbenchError(f"budgets must be >= 0, got {kappa_start:g} -> {kappa_end:g}")
-    if not 0 <= anneal_start <= anneal_end <= steps:
-        raise CtrlbenchError(f"the anneal must lie within the updates: 0 <= start <= end <= {steps}, got "
-                             f"{anneal_start} .. {anneal_end}")
-    schedule = {"start": kappa_start, "end": kappa_end, "anneal_start": anneal_start, "anneal_end": anneal_end}
-    task = f"{robot}-velocity-k{kappa_end:g}-v0"
+def train(robot: str, out: Path, work: Path, schedule: LearnerSchedule | None = None, seed: int = 0,
+          threads: int = 1, overrides: dict | None = None, log=print) -> dict:
+    sched = schedule or LearnerSchedule()  # (it validates itself: a bad schedule is a one-line error)
+    budget = sched.budget()
+    steps = budget.pop("updates")  # `budget` is now what the checkpoint holds and the manifest records
+    task = f"{robot}-velocity-k{sched.kappa_end:g}-v0"
     req = RunRequest(algo=ALGO, task=task, seed=seed, steps=steps, threads=threads, device="cpu",
                      config_cli=dict(overrides or {}))
     p = prepare(req)  # a one-line error for an unknown robot
@@ -94,8 +78,8 @@ def train(robot: str, out: Path, work: Path, steps: int = DEFAULT.steps, kappa_s
     snapshots: dict[str, dict] = {}  # every snapshot, also in the checkpoint: a fresh work tree can resume
     if ckpt.exists():
         state = load_checkpoint(ckpt)
-        if state.get("schedule", schedule) != schedule:
-            raise CtrlbenchError(f"{ckpt} was trained under the budget schedule {state['schedule']}, not {schedule}; "
+        if state.get("schedule", budget) != budget:
+            raise CtrlbenchError(f"{ckpt} was trained under the budget schedule {state['schedule']}, not {budget}; "
                                  "move it away to start afresh")
         with checkpoint_errors(ckpt):
             restore_training_state(algo, ctx, state)
@@ -105,18 +89,18 @@ def train(robot: str, out: Path, work: Path, steps: int = DEFAULT.steps, kappa_s
     started = time.time()
     metrics: dict = {}
     while algo.step < steps:
-        ctx.cost_limit = kappa_at(algo.step, anneal_end, kappa_start, kappa_end, anneal_start)
+        ctx.cost_limit = sched.kappa_at(algo.step)
         metrics = algo.update()
-        if algo.step % snapshot_every:
+        if algo.step % sched.snapshot_every:
             continue
-        if algo.step >= first_snapshot:
+        if algo.step >= sched.first_snapshot:
             path = out / f"step_{ctx.env_steps:08d}.pt"
             snapshots[path.name] = {k: v.detach().cpu().clone() for k, v in algo.sac.actor.state_dict().items()}
             atomic_torch_save(path, snapshots[path.name])
             rows.append({"env_steps": ctx.env_steps, "kappa": ctx.cost_limit, "file": path.name,
                          **{k: float(metrics[k]) for k in FIELDS[2:] if k in metrics}})
         save_checkpoint(ckpt, {"algorithm": algo.state_dict(), "rng": capture_rng_state(),
-                               "env_steps": ctx.env_steps, "rows": rows, "schedule": schedule,
+                               "env_steps": ctx.env_steps, "rows": rows, "schedule": budget,
                                "snapshots": snapshots})
         ret, cost, lam = (float(metrics.get(k, float("nan"))) for k in FIELDS[2:])
         log(f"{ctx.env_steps:7d} env steps  kappa {ctx.cost_limit:6.1f}  train episodes: return {ret:7.1f} "
@@ -127,9 +111,10 @@ def train(robot: str, out: Path, work: Path, steps: int = DEFAULT.steps, kappa_s
     writer.writerows(rows)
     atomic_write_text(out / "training.csv", table.getvalue())
     manifest = {"robot": robot, "learner": ALGO, "task": task, "seed": seed, "updates": steps,
-                "budget_schedule": ({"start": kappa_start, "end": kappa_end, "shape": "linear over the updates"}
-                                    if (anneal_start, anneal_end) == (0, steps) else
-                                    {**schedule, "shape": "held, linear from anneal_start to anneal_end, held"}),
+                "budget_schedule": ({"start": sched.kappa_start, "end": sched.kappa_end,
+                                     "shape": "linear over the updates"}
+                                    if (sched.anneal_start, sched.last_anneal) == (0, steps) else
+                                    {**budget, "shape": "held, linear from anneal_start to anneal_end, held"}),
                 "config": {k: list(v) if isinstance(v, tuple) else v for k, v in vars(algo.config).items()},
                 "snapshots": [{**r, "sha256": file_sha256(out / r["file"])} for r in rows]}
     atomic_write_json(out / "manifest.json", manifest)

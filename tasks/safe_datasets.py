@@ -105,6 +105,26 @@ class LearnerSchedule:
     snapshot_every: int = 10_000
     first_snapshot: int = 30_000
 
+    def __post_init__(self) -> None:
+        if self.steps < 1 or self.snapshot_every < 1 or self.first_snapshot < 0:
+            raise CtrlbenchError("steps and snapshot_every must be >= 1 and first_snapshot >= 0")
+        if self.kappa_start < 0 or self.kappa_end < 0:
+            raise CtrlbenchError(f"budgets must be >= 0, got {self.kappa_start:g} -> {self.kappa_end:g}")
+        if not 0 <= self.anneal_start <= self.last_anneal <= self.steps:
+            raise CtrlbenchError(f"the anneal must lie within the updates: 0 <= start <= end <= {self.steps}, got "
+                                 f"{self.anneal_start} .. {self.last_anneal}")
+
+    @property
+    def last_anneal(self) -> int:
+        return self.steps if self.anneal_end is None else self.anneal_end
+
+    def kappa_at(self, step: int) -> float:
+        """The budget of update `step`: the start budget until `anneal_start`, linear to the end budget at
+        `anneal_end`, then held (DSRL's shape; the anneal spans the run by default)."""
+        span = self.last_anneal - self.anneal_start
+        return self.kappa_start + (self.kappa_end - self.kappa_start) * min(max(step - self.anneal_start, 0),
+                                                                            span) / max(span, 1)
+
     def flags(self) -> str:
         """The command-line flags that differ from the command's defaults."""
         default = LearnerSchedule()
@@ -112,9 +132,8 @@ class LearnerSchedule:
                         if getattr(self, f.name) != getattr(default, f.name))
 
     def budget(self) -> dict[str, float]:
-        end = self.steps if self.anneal_end is None else self.anneal_end
         return {"updates": self.steps, "start": self.kappa_start, "end": self.kappa_end,
-                "anneal_start": self.anneal_start, "anneal_end": end}
+                "anneal_start": self.anneal_start, "anneal_end": self.last_anneal}
 
 
 def manifest_budget(manifest: dict) -> dict[str, float]:

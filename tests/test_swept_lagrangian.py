@@ -18,23 +18,26 @@ from algorithms.core.errors import CtrlbenchError
 from algorithms.core.nets import TanhGaussianActor
 from runners import datasets_cli
 from runners.run import RunRequest, build_algorithm, prepare
-from runners.swept_lagrangian import kappa_at, restore_snapshots, train
+from runners.swept_lagrangian import restore_snapshots, train
 from tasks import safe_datasets, velocity_cost
 from tasks.behavior import POLICIES_DIR, file_sha256
 from tasks.datasets import load_transitions
+from tasks.safe_datasets import LearnerSchedule
 from tests.test_factory import fake_policies
 
 TINY = {"learning_starts": 10, "batch_size": 8, "hidden": (16, 16)}
 
 
 def test_the_budget_moves_linearly_from_start_to_end() -> None:
-    assert kappa_at(0, 100, 250.0, 10.0) == 250.0
-    assert kappa_at(50, 100, 250.0, 10.0) == pytest.approx(130.0)
-    assert kappa_at(100, 100, 250.0, 10.0) == 10.0
-    assert kappa_at(500, 100, 250.0, 10.0) == 10.0  # held at the end
+    linear = LearnerSchedule(steps=100)
+    assert [linear.kappa_at(s) for s in (0, 50, 100, 500)] == pytest.approx([250.0, 130.0, 10.0, 10.0])  # then held
     # DSRL's shape: held at the start budget, annealed over a middle stretch, held at the end budget
-    assert [kappa_at(s, 80, 250.0, 10.0, anneal_start=20) for s in (0, 20, 50, 80, 100)] == pytest.approx(
-        [250.0, 250.0, 130.0, 10.0, 10.0])
+    shaped = LearnerSchedule(steps=100, anneal_start=20, anneal_end=80)
+    assert [shaped.kappa_at(s) for s in (0, 20, 50, 80, 100)] == pytest.approx([250.0, 250.0, 130.0, 10.0, 10.0])
+    for bad, match in (({"kappa_start": -1.0}, "budgets must be >= 0"), ({"anneal_end": 101}, "within the updates"),
+                       ({"anneal_start": 90, "anneal_end": 80}, "within the updates"), ({"steps": 0}, ">= 1")):
+        with pytest.raises(CtrlbenchError, match=match):
+            LearnerSchedule(**{"steps": 100, **bad})
 
 
 def test_the_dual_reads_the_budget_the_sweep_sets(monkeypatch) -> None:
@@ -50,47 +53,39 @@ def test_the_dual_reads_the_budget_the_sweep_sets(monkeypatch) -> None:
 
 def test_a_tiny_sweep_writes_hashed_snapshots_and_resumes(tmp_path: Path) -> None:
     out, work = tmp_path / "lagrangian", tmp_path / "work"
-    kw = dict(steps=60, kappa_start=250.0, kappa_end=10.0, snapshot_every=20, first_snapshot=40, overrides=TINY,
-              log=lambda _: None)
-    manifest = train("halfcheetah", out, work, **kw)
+    schedule = LearnerSchedule(steps=60, snapshot_every=20, first_snapshot=40)
+    kw = dict(overrides=TINY, log=lambda _: None)
+    manifest = train("halfcheetah", out, work, schedule, **kw)
     snaps = manifest["snapshots"]
     assert [s["env_steps"] for s in snaps] == [40, 60]
-    assert [s["kappa"] for s in snaps] == pytest.approx([kappa_at(39, 60, 250, 10), kappa_at(59, 60, 250, 10)])
+    assert [s["kappa"] for s in snaps] == pytest.approx([schedule.kappa_at(39), schedule.kappa_at(59)])
     for s in snaps:
         assert file_sha256(out / s["file"]) == s["sha256"]
         TanhGaussianActor(17, 6, 1.0, (16, 16)).load_state_dict(torch.load(out / s["file"], weights_only=True))
     assert json.loads((out / "manifest.json").read_text()) == manifest
+    assert safe_datasets.manifest_budget(manifest) == schedule.budget()  # what a build checks a learner against
     with open(out / "training.csv") as f:
         assert [int(r["env_steps"]) for r in csv.DictReader(f)] == [40, 60]
     (out / "manifest.json").unlink()
     (out / snaps[0]["file"]).unlink()  # a fresh work tree: the checkpoint's copy comes back, byte for byte
-    again = train("halfcheetah", out, work, **kw)  # resumes from the checkpoint at the end: nothing to train
+    again = train("halfcheetah", out, work, schedule, **kw)  # resumes from the checkpoint at the end: nothing to train
     assert again["snapshots"] == snaps
     with pytest.raises(CtrlbenchError, match="holds no copy"):  # an older checkpoint, without the copies
         restore_snapshots(out, [{"file": "step_00000020.pt"}], {}, work / "old.pt")
-    with pytest.raises(CtrlbenchError, match="budgets must be >= 0"):
-        train("halfcheetah", out, work, **{**kw, "kappa_start": -1.0})
+    shaped = replace(schedule, anneal_start=20, anneal_end=40)
     with pytest.raises(CtrlbenchError, match="trained under the budget schedule"):  # the checkpoint holds it
-        train("halfcheetah", out, work, **{**kw, "anneal_start": 20})
-    with pytest.raises(CtrlbenchError, match="within the updates"):
-        train("halfcheetah", out, work, **{**kw, "anneal_end": 61})
-    shaped = safe_datasets.LearnerSchedule(steps=60, anneal_start=20, anneal_end=40, snapshot_every=20,
-                                           first_snapshot=40)
-    kw = {k: v for k, v in kw.items() if k not in ("steps", "kappa_start", "kappa_end", "snapshot_every",
-                                                       "first_snapshot")}
-    for schedule, folder in ((shaped, "shaped"), (replace(shaped, anneal_start=0, anneal_end=None), "linear")):
-        written = train("halfcheetah", tmp_path / folder, work, **kw, **{k: getattr(schedule, k) for k in (
-            "steps", "kappa_start", "kappa_end", "anneal_start", "anneal_end", "snapshot_every", "first_snapshot")})
-        assert safe_datasets.manifest_budget(written) == schedule.budget()  # what a build checks a learner against
+        train("halfcheetah", out, work, shaped, **kw)
+    written = train("halfcheetah", tmp_path / "shaped", work, shaped, **kw)
+    assert safe_datasets.manifest_budget(written) == shaped.budget()
 
 
 def test_the_committed_learners_match_their_recipes_and_the_command_defaults_a_schedule() -> None:
     parser = argparse.ArgumentParser()
     datasets_cli.add_parser(parser.add_subparsers())
     args = vars(parser.parse_args(["train-lagrangian", "--env", "hopper"]))
-    assert {f.name: args[f.name] for f in fields(safe_datasets.LearnerSchedule)} == vars(
-        safe_datasets.LearnerSchedule())
-    assert safe_datasets.LearnerSchedule().flags() == ""
+    assert {f.name: args[f.name] for f in fields(LearnerSchedule)} == vars(
+        LearnerSchedule())
+    assert LearnerSchedule().flags() == ""
     for robot, folder in (("hopper", "lagrangian"), ("halfcheetah", "lagrangian"), ("hopper", "lagrangian-dsrl")):
         manifest = json.loads((POLICIES_DIR / robot / folder / "manifest.json").read_text())
         recipes = [r for r in safe_datasets.RECIPES.values() if r.lagrangian and r.learner_dir == folder]
@@ -114,7 +109,7 @@ def test_the_sac_core_snapshot_samples_as_the_learner_does() -> None:
 
 def fake_lagrangian(policies: Path, robot: str = "hopper", obs_dim: int = 11, act_dim: int = 3,
                     learner_dir: str = safe_datasets.LAGRANGIAN_DIR,
-                    schedule: safe_datasets.LearnerSchedule | None = None) -> None:
+                    schedule: LearnerSchedule | None = None) -> None:
     folder = policies / robot / learner_dir
     folder.mkdir(parents=True, exist_ok=True)
     snaps = []
@@ -123,7 +118,7 @@ def fake_lagrangian(policies: Path, robot: str = "hopper", obs_dim: int = 11, ac
         torch.save(TanhGaussianActor(obs_dim, act_dim, 1.0, (16, 16)).state_dict(), folder / f"step_{step:08d}.pt")
         snaps.append({"env_steps": step, "kappa": kappa, "file": f"step_{step:08d}.pt",
                       "sha256": file_sha256(folder / f"step_{step:08d}.pt")})
-    budget = (schedule or safe_datasets.LearnerSchedule()).budget()
+    budget = (schedule or LearnerSchedule()).budget()
     (folder / "manifest.json").write_text(json.dumps({"updates": budget.pop("updates"), "budget_schedule": budget,
                                                       "snapshots": snaps}))
 
@@ -184,5 +179,5 @@ def test_a_checkpoint_of_another_trainer_is_a_one_line_error(tmp_path: Path) -> 
     work.mkdir()
     save_checkpoint(work / f"swept_lagrangian_hopper_{out.name}_s0.pt", {"algorithm": {"not": "a sac_lag state"}})
     with pytest.raises(CtrlbenchError, match="does not hold this run's state") as e:
-        train("hopper", out, work, steps=20, snapshot_every=10, first_snapshot=10)
+        train("hopper", out, work, LearnerSchedule(steps=20, snapshot_every=10, first_snapshot=10))
     assert "\n" not in str(e.value)
