@@ -20,11 +20,17 @@ Per (algorithm, task): mean +- std over seeds of HV, EUM, cardinality, HV_norm a
 of its per-task HV_norm and EUM_norm over the tasks it ran. Sparsity is not reported (it ranks a single point or a
 cluster as "good"). `plot_fronts` draws each task's runs (one colour per algorithm, seeds pooled) with the floor
 points and the reference front. `mo_report` writes all of it for `ctrlbench leaderboard`.
+
+Peers: a results folder's `peers/*.json` (benchmarks/pgmorl_peer.py's output: a peer library's final front, evaluated
+by the suite's protocol) join the multi-objective tables and plots as rows of their own (`peer_records`), scored by
+the same code against the same reference point and weights, and their fronts count in the union reference front.
 """
 
 from __future__ import annotations
 
 import io
+import json
+from collections.abc import Sequence
 from pathlib import Path
 
 import matplotlib
@@ -49,6 +55,28 @@ STAT_COLUMNS = ["algorithm", "task", "n", *[f"{m}{s}" for m in ("hypervolume", "
 
 def is_mo_record(record: dict) -> bool:
     return record.get("task_kind") == MO_KIND
+
+
+def peer_records(results_dir: str | Path, algos: Sequence[str] | None = None, tasks: Sequence[str] | None = None,
+                 kinds: Sequence[str] | None = None) -> list[dict]:
+    """The peer runs under `<results_dir>/peers/` as leaderboard records (module docstring), filtered like the
+    suite's records; a file that is not a peer front is a one-line error naming it."""
+    if kinds and MO_KIND not in kinds:
+        return []
+    records = []
+    for path in sorted(Path(results_dir).glob("peers/*.json")):
+        try:
+            peer = json.loads(path.read_text())
+            record = {"status": "ok", "task_kind": MO_KIND, "algorithm": str(peer["algorithm"]), "task": peer["task"],
+                      "seed": int(peer["seed"]), "protocol": {"steps": int(peer["env_steps"])},
+                      "config_hash": "peer", "dataset_metadata_hash": None,
+                      "metrics": {k: peer[k] for k in ("front", "weights", "reference_point")}}
+        except (OSError, ValueError, TypeError, KeyError) as e:
+            raise CtrlbenchError(f"{path} is not a peer front (benchmarks/pgmorl_peer.py --out): "
+                                 f"{type(e).__name__}: {e}") from None
+        if (not algos or record["algorithm"] in algos) and (not tasks or record["task"] in tasks):
+            records.append(record)
+    return records
 
 
 def hypervolume_above(points: np.ndarray, reference: np.ndarray) -> float:
@@ -156,7 +184,8 @@ def mo_markdown(runs: pd.DataFrame) -> str:
             "table (a posteriori), so 1 is the best front found by any algorithm here and 0 standing still; – when "
             "no run of the task beats the floor. EUM takes, per weight, the best point of the front; the normalized "
             "score of the generic tables is, for these tasks, the utility of the policy each method answers each "
-            "weight with (docs/morl.md), so the two can rank methods differently."]
+            "weight with (docs/morl.md), so the two can rank methods differently. A peer library's row (e.g. "
+            "`pgmorl (morl-baselines)`, from the results' peers/ folder) is its final front scored by this code."]
     return "\n".join(out)
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from algorithms.core.io import atomic_write_text
 from leaderboard import figures, html
-from leaderboard.morl import mo_report
+from leaderboard.morl import mo_report, peer_records
 from leaderboard.safe import is_safe_record, safe_markdown, safe_runs_frame, safe_task_stats
 from leaderboard.table import (
     aggregate_stats,
@@ -44,7 +44,8 @@ def write_leaderboard(results_dir: str | Path, out_dir: str | Path, algos: Seque
     markdown = markdown_table(runs, reps=reps, aggregate=aggregate) if records or safe_runs.empty else ""
     if not safe_runs.empty:
         markdown = "\n\n".join(part for part in (markdown, safe_markdown(safe_runs)) if part)
-    mo_markdown, mo_files = mo_report(selected, out, plots)  # multi-objective tasks: fronts, HV and EUM tables
+    peers = peer_records(results_dir, algos, tasks, kinds)  # peer libraries' fronts join the MO tables only
+    mo_markdown, mo_files = mo_report(selected + peers, out, plots)  # multi-objective tasks: fronts, HV, EUM
     markdown = "\n\n".join(part for part in (markdown, mo_markdown) if part)
     report = Report(markdown)
     report.files += mo_files

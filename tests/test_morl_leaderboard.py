@@ -9,7 +9,9 @@ import numpy as np
 import pytest
 
 from algorithms.core.errors import CtrlbenchError
+from algorithms.core.io import atomic_write_json
 from leaderboard import morl
+from leaderboard.report import write_leaderboard
 
 TASK = "toy-mo-v0"
 WEIGHTS = [[1.0, 0.0], [0.5, 0.5], [0.0, 1.0]]
@@ -113,3 +115,24 @@ def test_mo_report_writes_tables_and_fronts(tmp_path: Path) -> None:
     assert sorted(p.name for p in files) == ["fronts_toy-mo-v0.png", "mo_aggregate.csv", "mo_per_task.csv",
                                              "mo_runs.csv"]
     assert morl.mo_report([{**RECORDS[0], "task_kind": "offline"}], tmp_path / "none") == ("", [])
+
+
+def test_peer_fronts_join_the_tables_scored_by_the_same_code(tmp_path: Path) -> None:
+    for r in RECORDS:
+        atomic_write_json(tmp_path / "runs" / f"{r['algorithm']}__{r['task']}__s{r['seed']}.json", r)
+    peer = {"task": TASK, "algorithm": "pgmorl (morl-baselines)", "seed": 0, "env_steps": 4096,
+            "front": [[130.0, 10.0]], "weights": WEIGHTS, "reference_point": REF,
+            "hypervolume": -1.0}  # the peer script's own numbers are not what the table shows
+    atomic_write_json(tmp_path / "peers" / "pgmorl__toy__s0.json", peer)
+    (peer_row,) = morl.peer_records(tmp_path)
+    runs = morl.mo_runs_frame([*RECORDS, peer_row]).set_index(["algorithm", "seed"])
+    assert runs.loc[("pgmorl (morl-baselines)", 0), "hypervolume"] == pytest.approx(230.0 * 110.0)
+    # the peer's point joins the union front and dominates (120, 0): 40,400 - 20 x 100 + 30 x 110
+    assert runs["hv_ref"].iloc[0] == pytest.approx(40_400.0 - 20.0 * 100.0 + 30.0 * 110.0)
+    report = write_leaderboard(tmp_path, tmp_path / "board", plots=False, reps=50)
+    assert "| pgmorl (morl-baselines) | toy-mo-v0 | 25,300 ± 0 |" in report.markdown
+    assert morl.peer_records(tmp_path, tasks=["other-task"]) == morl.peer_records(tmp_path, kinds=["offline"]) == []
+    (tmp_path / "peers" / "broken.json").write_text('{"task": "toy-mo-v0"}')
+    with pytest.raises(CtrlbenchError, match=r"broken.json is not a peer front .*KeyError") as e:
+        morl.peer_records(tmp_path)
+    assert "\n" not in str(e.value)
