@@ -94,8 +94,9 @@ DSRL_MAX_EPISODE_COST = {"hopper": 250.0, "halfcheetah": 250.0, "walker2d": 300.
 @dataclass(frozen=True)
 class LearnerSchedule:
     """A `ctrlbench datasets train-lagrangian` run (the command's defaults are these): the build checks the learner's
-    manifest against it, so a learner retrained under other flags cannot pass for the version's, and a missing
-    learner's hint retrains the same one."""
+    manifest against its update count and budget schedule (`budget()`), so a learner retrained under another one
+    cannot pass for the version's, and a missing learner's hint retrains the same one. The snapshot spacing is not
+    checked: the manifest lists the snapshots the build rolls, whatever their spacing."""
 
     steps: int = 150_000
     kappa_start: float = 250.0
